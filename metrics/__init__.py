@@ -1,10 +1,17 @@
 """Metrics for generated videos, one module per metric family.
 
 ``CATALOG`` maps each registered name to its lazy ``"module:attr"`` entry; vqbench's metric
-registry is built from it.
+registry is built from it. Efficiency helpers (latency, memory, packed bytes) live in
+:mod:`metrics.efficiency` and paired statistics in :mod:`metrics.stats`; they are not metrics.
 """
 
 CATALOG: dict[str, str] = {
     "psnr_fp": "metrics.fidelity:PSNRvsFP",
     "ssim_fp": "metrics.fidelity:SSIMvsFP",
+    "fvd": "metrics.fvd:FVDvsReference",
+    "fvd_fp": "metrics.fvd:FVDvsFP",
+    "clipsim_evalcrafter": "metrics.clip_score:CLIPSimEvalCrafter",
+    "clipsim": "metrics.clip_score:CLIPSim",
+    "clip_temp": "metrics.clip_score:CLIPTemp",
+    "scene_consistency": "metrics.scene:SceneConsistency",
 }

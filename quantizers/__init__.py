@@ -5,5 +5,8 @@ quantizer registry is built from it. ``quantizers.core`` is the shared substrate
 """
 
 CATALOG: dict[str, str] = {
+    "gptq": "quantizers.gptq:GPTQQuantizer",
+    "quarot": "quantizers.quarot:QuaRotQuantizer",
     "rtn": "quantizers.rtn:RTNQuantizer",
+    "smoothquant": "quantizers.smoothquant:SmoothQuantQuantizer",
 }

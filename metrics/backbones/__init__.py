@@ -1,0 +1,1 @@
+"""Backbone networks and weight resolution for the metrics (I3D, CLIP loading, taggers)."""

@@ -1,0 +1,248 @@
+"""The quantizer API the runner calls: ``QuantConfig``, ``BaseQuantizer``, ``model_weight_bytes``.
+
+A method subclasses :class:`QuantConfig` (frozen, adding its fields) and
+:class:`BaseQuantizer`, overriding :meth:`BaseQuantizer._calibrate` (statistics into a
+:class:`~vqbench.types.QuantState`) and :meth:`BaseQuantizer._build_layer` (one
+:class:`~quantizers.core.linear.QuantLinear` from an ``nn.Linear``, its plan and the state).
+The base implementation of both is round-to-nearest (RTN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from quantizers.core.calib import collect_act_stats
+from quantizers.core.linear import MODES, LayerSpec, QuantLinear, QuantVariant
+from quantizers.core.observers import MinMaxObserver
+from quantizers.core.policy import LayerPlan, effective_bits, resolve_plans
+from quantizers.core.quantizer import GRANULARITIES_A, GRANULARITIES_W
+from vqbench.types import CalibrationSet, QuantState, QuantTarget
+
+BITS = (2, 3, 4, 5, 6, 8, 16)
+SPEC_FIELDS = ("w_bits", "a_bits", "kernel", "version")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Common quantizer settings (method configs subclass this, frozen).
+
+    Mixed precision: ``role_bits`` = ``((role, w_bits, a_bits), ...)``, ``layer_bits`` =
+    ``((fnmatch pattern, w_bits, a_bits), ...)``, ``early_steps``/``early_bits`` = the first k
+    sampling steps at higher precision. ``skip`` patterns add to the adapter's ``target.skip``.
+    """
+
+    w_bits: int = 8
+    a_bits: int = 8
+    kernel: str = "fake"
+    w_granularity: str = "channel"
+    group_size: int = 128
+    w_symmetric: bool = False
+    a_granularity: str = "token"
+    a_symmetric: bool = False
+    skip: tuple[str, ...] = ()
+    role_bits: tuple[tuple[str, int, int], ...] = ()
+    layer_bits: tuple[tuple[str, int, int], ...] = ()
+    early_steps: int = 0
+    early_bits: tuple[int, int] = (8, 8)
+    calib_batch_size: int = 4
+    version: str = "1"
+
+    def __post_init__(self) -> None:
+        for f in ("w_bits", "a_bits"):
+            if getattr(self, f) not in BITS:
+                raise ValueError(f"{f}: {getattr(self, f)} is not one of {BITS}")
+        if self.kernel not in MODES:
+            raise ValueError(f"kernel: must be one of {MODES}, got {self.kernel!r}")
+        if self.w_granularity not in GRANULARITIES_W:
+            raise ValueError(f"w_granularity: must be one of {GRANULARITIES_W}")
+        if self.a_granularity not in GRANULARITIES_A:
+            raise ValueError(f"a_granularity: must be one of {GRANULARITIES_A}")
+        if self.group_size < 1 or self.early_steps < 0 or self.calib_batch_size < 1:
+            raise ValueError("group_size, calib_batch_size must be >= 1; early_steps >= 0")
+        for f in ("role_bits", "layer_bits"):
+            for rule in getattr(self, f):
+                if len(rule) != 3 or rule[1] not in BITS or rule[2] not in BITS:
+                    raise ValueError(f"{f}: rule {rule!r} must be (name, w_bits, a_bits) in {BITS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able view (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuantConfig:
+        """Inverse of :meth:`to_dict`; lists become tuples, mappings of rules are accepted."""
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _normalize(k, v, hints.get(k)) for k, v in data.items()})
+
+    def hash(self) -> str:
+        """sha256 of the sorted JSON of :meth:`to_dict` (stable across sessions)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _normalize(key: str, value: Any, hint: Any) -> Any:
+    if key in ("role_bits", "layer_bits") and isinstance(value, dict):
+        rules = []
+        for name, bits in value.items():
+            if isinstance(bits, dict):
+                bits = (bits.get("w_bits", 8), bits.get("a_bits", 8))
+            rules.append((str(name), int(bits[0]), int(bits[1])))
+        return tuple(rules)
+    if typing.get_origin(hint) is tuple and isinstance(value, list | tuple):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    if hint is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+class BaseQuantizer:
+    """Round-to-nearest quantizer and the template every method follows."""
+
+    name: ClassVar[str] = "base"
+    config_cls: ClassVar[type[QuantConfig]] = QuantConfig
+    supported_bits: ClassVar[frozenset[tuple[int, int]]] = frozenset(
+        (w, a) for w in BITS for a in BITS
+    )
+
+    def __init__(self, config: QuantConfig | None = None) -> None:
+        config = self.config_cls() if config is None else config
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"{self.name}: config must be a {self.config_cls.__name__}")
+        if not self.supports(config.w_bits, config.a_bits):
+            raise ValueError(
+                f"w_bits/a_bits: {self.name} does not support W{config.w_bits}A{config.a_bits}"
+            )
+        self.config = config
+
+    @classmethod
+    def from_spec(
+        cls, w_bits: int, a_bits: int, kernel: str = "fake", params: dict[str, Any] | None = None
+    ) -> BaseQuantizer:
+        """Build from a run's quantizer spec; unknown params raise ``ValueError`` by name."""
+        fields = [f.name for f in dataclasses.fields(cls.config_cls) if f.name not in SPEC_FIELDS]
+        for key in params or {}:
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"quantizers.params.{key}: unknown parameter{hint}")
+        for f, b in (("w_bits", w_bits), ("a_bits", a_bits)):
+            if b not in BITS:
+                raise ValueError(f"{f}: {b} is not one of {BITS}")
+        if (w_bits, a_bits) not in cls.supported_bits:
+            raise ValueError(f"w_bits/a_bits: {cls.name} does not support W{w_bits}A{a_bits}")
+        data = {"w_bits": w_bits, "a_bits": a_bits, "kernel": kernel, **(params or {})}
+        return cls(cls.config_cls.from_dict(data))
+
+    def supports(self, w_bits: int, a_bits: int) -> bool:
+        """Whether this method implements ``W{w_bits}A{a_bits}``."""
+        return (w_bits, a_bits) in self.supported_bits
+
+    def plans(self, target: QuantTarget) -> dict[str, LayerPlan]:
+        """Per-layer precision under this config (see :mod:`quantizers.core.policy`)."""
+        return resolve_plans(target, self.config)
+
+    # ---- the runner's calls ----------------------------------------------------------------
+    def calibrate(self, target: QuantTarget, calib: CalibrationSet) -> QuantState:
+        """Collect what :meth:`quantize` needs from FP calibration runs."""
+        state = self._calibrate(target, calib, self.plans(target))
+        state.meta.update(quantizer=self.name, version=self.config.version)
+        state.meta["config_hash"] = self.config.hash()
+        return state
+
+    def quantize(self, target: QuantTarget, state: QuantState) -> nn.Module:
+        """Swap every planned ``nn.Linear`` of ``target.module`` for a ``QuantLinear``."""
+        if state.meta.get("config_hash") != self.config.hash():
+            raise ValueError(f"{self.name}: state was calibrated with a different config")
+        for name, plan in self.plans(target).items():
+            linear = target.module.get_submodule(name)
+            if plan.spec is None or not isinstance(linear, nn.Linear):
+                continue
+            target.module.set_submodule(name, self._build_layer(name, linear, plan, state))
+        return target.module
+
+    def effective_bits(self, target: QuantTarget, num_steps: int | None = None) -> dict[str, Any]:
+        """Average W/A bits over all role-carrying linears (FP = 16), plus layer counts."""
+        return effective_bits(self.plans(target), self.config.early_steps, num_steps)
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version, config and its hash, for the run record."""
+        return {
+            "name": self.name,
+            "version": self.config.version,
+            "config": self.config.to_dict(),
+            "config_hash": self.config.hash(),
+        }
+
+    # ---- method hooks (RTN by default) -----------------------------------------------------
+    def _calibrate(
+        self, target: QuantTarget, calib: CalibrationSet, plans: dict[str, LayerPlan]
+    ) -> QuantState:
+        """Static per-tensor activation ranges for layers that need them."""
+        names = [n for n, p in plans.items() if needs_static_range(p)]
+        tensors: dict[str, torch.Tensor] = {}
+        if names:
+            obs = collect_act_stats(
+                target, calib, names, MinMaxObserver, batch_size=self.config.calib_batch_size
+            )
+            for n in names:
+                o = obs[n].observers[0]
+                tensors[f"{n}.act_lo"], tensors[f"{n}.act_hi"] = o.lo, o.hi
+        return QuantState(tensors=tensors, meta={})
+
+    def _build_layer(
+        self, name: str, linear: nn.Linear, plan: LayerPlan, state: QuantState
+    ) -> QuantLinear:
+        """RTN variants of ``linear`` (plus the early-step variant of the policy)."""
+        act = static_range(name, state)
+        mode = self.config.kernel
+        variants = [QuantVariant(plan.spec, mode, linear.weight, act_range=act)]
+        if plan.early is not None:
+            variants.append(QuantVariant(plan.early, mode, linear.weight, act_range=act))
+        return QuantLinear(linear, variants, early_steps=self.config.early_steps)
+
+
+def needs_static_range(plan: LayerPlan) -> bool:
+    """Whether a layer's activations use a calibrated per-tensor range."""
+    specs = [s for s in (plan.spec, plan.early) if s is not None]
+    return any(s.a_bits < 16 and s.a_granularity == "tensor" for s in specs)
+
+
+def static_range(name: str, state: QuantState) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The ``(lo, hi)`` stored for ``name`` by :meth:`BaseQuantizer._calibrate`, if any."""
+    lo, hi = state.tensors.get(f"{name}.act_lo"), state.tensors.get(f"{name}.act_hi")
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def model_weight_bytes(module: nn.Module) -> int:
+    """Packed weight bytes: ``QuantLinear.memory_bytes()`` + other params/buffers at their dtype."""
+    total = 0
+    seen: set[int] = set()
+    for m in module.modules():
+        if isinstance(m, QuantLinear):
+            total += m.memory_bytes()
+            seen.update(id(t) for t in m.parameters())
+            seen.update(id(t) for t in m.buffers())
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+__all__ = [
+    "BaseQuantizer",
+    "LayerSpec",
+    "QuantConfig",
+    "model_weight_bytes",
+    "needs_static_range",
+    "static_range",
+]

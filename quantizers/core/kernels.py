@@ -1,0 +1,92 @@
+"""Integer kernels of the real mode: nibble packing, int8 GEMM, per-token int8 activations.
+
+``torch._int_mm(a int8 [M,K], b int8 [K,N]) -> int32 [M,N]`` is exact. On CPU (torch 2.13)
+it accepts every shape; on CUDA it needs ``M > 16`` and ``K``, ``N`` multiples of 8, so
+:func:`int_mm` zero-pads there (zeros add nothing to the sums). On CPU the int32 result goes
+into a per-thread reusable workspace: allocating (page-faulting) a fresh ``[M, N]`` buffer
+each call costs as much as a third of the GEMM. The result is only valid until the next
+:func:`int_mm` call on the same thread; callers convert it at once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+
+from quantizers.core.quantizer import qparams_from_range, qrange
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """Pack signed 4-bit codes ``int8 [N, K]`` (values in [-8, 7]) two per byte along K.
+
+    Returns ``uint8 [N, ceil(K/2)]``; column ``2j`` is the low nibble of byte ``j``.
+    """
+    if codes.shape[-1] % 2:
+        codes = F.pad(codes, (0, 1))
+    c = codes.to(torch.int16) & 0xF
+    return (c[..., 0::2] | (c[..., 1::2] << 4)).to(torch.uint8)
+
+
+def unpack_int4(packed: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of :func:`pack_int4`: ``int8 [N, k]`` with sign-extended nibbles."""
+    p = packed.view(torch.int8)
+    lo = (p << 4) >> 4  # arithmetic shift sign-extends the low nibble
+    hi = p >> 4
+    out = torch.stack((lo, hi), dim=-1).reshape(*packed.shape[:-1], -1)
+    return out[..., :k]
+
+
+_LOCAL = threading.local()
+
+
+def _workspace(numel: int) -> torch.Tensor:
+    buf = getattr(_LOCAL, "buf", None)
+    if buf is None or buf.numel() < numel:
+        buf = _LOCAL.buf = torch.empty(numel, dtype=torch.int32)
+    return buf[:numel]
+
+
+def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact ``int8 [M,K] @ int8 [K,N] -> int32 [M,N]`` via ``torch._int_mm``.
+
+    On CPU the result lives in a reused workspace (valid until the next call).
+    """
+    if a.device.type != "cuda":
+        m, n = a.shape[0], b.shape[1]
+        return torch._int_mm(a, b, out=_workspace(m * n).view(m, n))
+    m, k = a.shape
+    n = b.shape[1]
+    pm, pk, pn = max(17 - m, 0), (-k) % 8, (-n) % 8
+    if pm or pk:
+        a = F.pad(a, (0, pk, 0, pm))
+    if pk or pn:
+        b = F.pad(b, (0, pn, 0, pk))
+    return torch._int_mm(a.contiguous(), b)[:m, :n]
+
+
+def quantize_act_int8(
+    x: torch.Tensor,
+    bits: int,
+    symmetric: bool,
+    scale: torch.Tensor | None = None,
+    zero: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantize ``x [M, K]`` to ``bits``-bit codes stored as int8.
+
+    Dynamic per token unless a static ``scale``/``zero`` is given. Asymmetric codes are
+    shifted by ``2^(bits-1)`` into the signed range, so ``x_hat = (q - z_s) * s`` with the
+    shifted zero ``z_s`` returned. Codes equal those of
+    :func:`~quantizers.core.quantizer.quantize_codes` (same division and rounding).
+    Returns ``(q int8 [M, K], scale [M or 1, 1], z_s [M or 1, 1])``.
+    """
+    if scale is None or zero is None:
+        lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
+        scale, zero = qparams_from_range(lo, hi, bits, symmetric)
+    qmin, qmax = qrange(bits, symmetric)
+    off = 0 if symmetric else 2 ** (bits - 1)
+    q = torch.div(x, scale)
+    q.round_()
+    q.add_(zero - off).clamp_(qmin - off, qmax - off)
+    return q.to(torch.int8), scale, zero - off

@@ -1,0 +1,1 @@
+"""The mini world: procedural dataset, models, training scripts and shipped weights."""

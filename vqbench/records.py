@@ -1,0 +1,130 @@
+"""``RunRecord``: the versioned schema of ``run.json`` and of ``samples.jsonl`` rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A run record that does not match the schema; the message names the field."""
+
+
+@dataclass
+class RunRecord:
+    """One model setting's results: FP (``quantizer`` is None) or one quantizer setting."""
+
+    run_id: str
+    created: str
+    model: dict[str, Any]
+    generation: dict[str, Any]
+    quantizer: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    efficiency: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def label(self) -> str:
+        """``fp`` or ``<method>-W<w>A<a>``."""
+        if not self.quantizer:
+            return "fp"
+        q = self.quantizer
+        return f"{q['name']}-W{q['w_bits']}A{q['a_bits']}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        validate_record(d)
+        return cls(**{k: d[k] for k in _FIELDS if k in d})
+
+    def save(self, path: str | Path) -> Path:
+        from vqbench.store import atomic_write_text
+
+        validate_record(self.to_dict())
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{p}: not valid JSON ({e.msg})") from e
+        try:
+            return cls.from_dict(d)
+        except RecordError as e:
+            raise RecordError(f"{p}: {e}") from e
+
+
+_FIELDS = (
+    "run_id",
+    "created",
+    "model",
+    "generation",
+    "quantizer",
+    "calibration",
+    "metrics",
+    "efficiency",
+    "environment",
+    "config_hash",
+    "schema_version",
+)
+
+_REQUIRED = {
+    "run_id": str,
+    "created": str,
+    "model": dict,
+    "generation": dict,
+    "metrics": dict,
+    "efficiency": dict,
+    "schema_version": int,
+}
+_QUANT_KEYS = ("name", "version", "w_bits", "a_bits", "kernel", "config", "config_hash")
+_METRIC_KEYS = ("value", "n", "version", "ci", "params")
+
+
+def validate_record(d: Any) -> None:
+    """Raise :class:`RecordError` naming the first field that violates the schema."""
+    if not isinstance(d, dict):
+        raise RecordError("record: expected a JSON object")
+    for key, tp in _REQUIRED.items():
+        if key not in d:
+            raise RecordError(f"{key}: missing")
+        if not isinstance(d[key], tp):
+            raise RecordError(f"{key}: expected {tp.__name__}, got {type(d[key]).__name__}")
+    if d["schema_version"] > SCHEMA_VERSION:
+        raise RecordError(
+            f"schema_version: {d['schema_version']} is newer than this vqbench ({SCHEMA_VERSION})"
+        )
+    for key in ("id", "dtype"):
+        if key not in d["model"]:
+            raise RecordError(f"model.{key}: missing")
+    for key in ("spec", "seeds", "prompts_hash"):
+        if key not in d["generation"]:
+            raise RecordError(f"generation.{key}: missing")
+    q = d.get("quantizer")
+    if q is not None:
+        for key in _QUANT_KEYS:
+            if key not in q:
+                raise RecordError(f"quantizer.{key}: missing")
+        if q["kernel"] not in ("fake", "real"):
+            raise RecordError(f"quantizer.kernel: must be 'fake' or 'real', got {q['kernel']!r}")
+        if "effective_bits" not in q:
+            raise RecordError("quantizer.effective_bits: missing")
+    for name, m in d["metrics"].items():
+        if not isinstance(m, dict):
+            raise RecordError(f"metrics.{name}: expected an object")
+        for key in _METRIC_KEYS:
+            if key not in m:
+                raise RecordError(f"metrics.{name}.{key}: missing")
+        if not isinstance(m["value"], int | float) and m["value"] is not None:
+            raise RecordError(f"metrics.{name}.value: expected a number")
