@@ -21,10 +21,10 @@ run: venv
 	$(VENV)/bin/vqbench run
 
 test: venv
-	$(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 test-all: venv
-	$(PY) -m pytest -q -n 2 -m "not gpu"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not gpu"
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
