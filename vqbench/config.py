@@ -96,6 +96,7 @@ class RunConfig:
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
     quantizers: list[QuantSpec] = field(default_factory=lambda: [QuantSpec()])
     metrics: list[str] = field(default_factory=lambda: ["psnr_fp", "ssim_fp"])
+    metric_params: dict[str, Any] = field(default_factory=dict)  # metric name -> kwargs
     latency: LatencySpec = field(default_factory=LatencySpec)
     output_dir: str = "runs"
     cache_dir: str | None = None  # None = $VQBENCH_CACHE_DIR or ~/.cache/vqbench
@@ -216,8 +217,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             bits = getattr(q, attr)
             if bits not in SUPPORTED_BITS:
                 raise ConfigError(
-                    f"quantizers[{i}].{attr}: {bits} is not a supported bit width "
-                    f"{SUPPORTED_BITS}"
+                    f"quantizers[{i}].{attr}: {bits} is not a supported bit width {SUPPORTED_BITS}"
                 )
         if q.kernel not in KERNEL_MODES:
             raise ConfigError(f"quantizers[{i}].kernel: must be one of {KERNEL_MODES}")
@@ -269,7 +269,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config: malformed YAML in {p}{where}: {getattr(e, 'problem', e)}") from e
+        raise ConfigError(
+            f"config: malformed YAML in {p}{where}: {getattr(e, 'problem', e)}"
+        ) from e
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -129,8 +129,7 @@ class TokenLayout:
         if self.kind == "joint":
             if seq != self.prefix + f * s:
                 raise ValueError(
-                    f"joint layout prefix={self.prefix}, F={f}, S={s} does not fit "
-                    f"{tuple(x.shape)}"
+                    f"joint layout prefix={self.prefix}, F={f}, S={s} does not fit {tuple(x.shape)}"
                 )
             return x[:, self.prefix :].reshape(n, f, s, c)
         raise ValueError("layout 'none' has no frames")
@@ -208,7 +207,9 @@ class CalibrationSet:
         self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Yield dicts with keys latents, timesteps, text, outputs and the ``extra`` keys."""
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        order = (
+            torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        )
         for i in range(0, len(self), batch_size):
             idx = order[i : i + batch_size]
             batch = {

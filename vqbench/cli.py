@@ -1,0 +1,121 @@
+"""The ``vqbench`` command line: ``run``, ``validate``, ``report`` and ``ls``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from vqbench.config import ConfigError, load_config, to_dict
+from vqbench.records import RecordError
+from vqbench.registry import UnknownNameError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="YAML run config (defaults are used without one)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set quantizers.0.w_bits=4 (repeatable)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Generate FP and quantized videos, compute metrics, write run records."""
+    from vqbench.prompts import load_prompts
+    from vqbench.runner import run
+
+    cfg = load_config(args.config, args.overrides)
+    cfg.quiet = cfg.quiet or args.quiet
+    load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)  # fail fast
+    records = run(cfg)
+    for r in records:
+        metrics = ", ".join(f"{k}={v['value']:.4g}" for k, v in r.metrics.items())
+        print(f"{r.run_id}: {metrics or 'no metrics'}")
+    print(f"records written under {cfg.output_dir}/{records[0].run_id.split('/')[0]}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Resolve the config and print the plan without loading models."""
+    from vqbench.prompts import load_prompts
+
+    cfg = load_config(args.config, args.overrides)
+    gen = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
+    plan = {
+        "config": to_dict(cfg),
+        "plan": {
+            "model": cfg.model.name,
+            "videos_per_setting": len(gen) * len(cfg.generation.seeds),
+            "settings": ["fp"] + [q.label for q in cfg.quantizers],
+            "metrics": cfg.metrics,
+        },
+    }
+    print(json.dumps(plan, indent=1))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print a markdown table of the run records in a results dir."""
+    from vqbench.report import markdown_table
+    from vqbench.store import find_records
+
+    print(markdown_table(find_records(args.results)))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List registered models, quantizers, metrics and prompt suites."""
+    from vqbench.prompts import available_suites
+    from vqbench.registry import METRICS, MODELS, QUANTIZERS
+
+    groups = {
+        "models": MODELS.names(),
+        "quantizers": QUANTIZERS.names(),
+        "metrics": METRICS.names(),
+        "prompts": available_suites(),
+    }
+    for name, items in groups.items():
+        if args.what in (None, name):
+            print(f"{name}: {', '.join(items)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``vqbench``."""
+    parser = argparse.ArgumentParser(prog="vqbench", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help=cmd_run.__doc__)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("validate", help=cmd_validate.__doc__)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("report", help=cmd_report.__doc__)
+    p.add_argument("results", nargs="?", default="runs", help="results dir (default: runs)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("ls", help=cmd_ls.__doc__)
+    p.add_argument("what", nargs="?", choices=["models", "quantizers", "metrics", "prompts"])
+    p.set_defaults(func=cmd_ls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one line ``vqbench: error: ...`` and exit 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return args.func(args)
+    except (ConfigError, UnknownNameError, RecordError, FileNotFoundError) as e:
+        print(f"vqbench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

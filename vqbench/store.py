@@ -1,0 +1,35 @@
+"""The results directory: atomic writes and discovery of run records."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from vqbench.records import RunRecord
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def find_records(root: str | Path) -> list[RunRecord]:
+    """All ``run.json`` records below ``root``, sorted by run id (``RecordError`` if invalid)."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"results dir not found: {root}")
+    records = [RunRecord.load(p) for p in sorted(root.rglob("run.json"))]
+    return sorted(records, key=lambda r: r.run_id)
