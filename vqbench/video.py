@@ -1,4 +1,4 @@
-"""Video IO: PyAV write (libx264), decord read. The ``Video`` type lives in ``vqbench.types``."""
+"""Video IO: PyAV write (libx264), decord read (PyAV fallback). The ``Video`` type lives in ``vqbench.types``."""
 
 from __future__ import annotations
 
@@ -47,15 +47,35 @@ def write_video(video: Video, path: str | Path, lossless: bool = False) -> Path:
 
 
 def read_video(path: str | Path, num_frames: int | None = None) -> Video:
-    """Read an mp4 with decord; ``num_frames`` samples that many frames uniformly."""
-    import decord
+    """Read a video with decord (PyAV fallback for streams decord rejects, e.g. yuv444p).
 
+    ``num_frames`` samples that many frames uniformly.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
+    try:
+        frames, fps = _read_decord(path)
+    except Exception:  # decord raises its own DECORDError for unsupported pixel formats
+        frames, fps = _read_av(path)
+    if num_frames is not None:
+        idx = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
+        frames = frames[idx]
+    return Video(np.ascontiguousarray(frames, dtype=np.uint8), fps or 8.0)
+
+
+def _read_decord(path: Path) -> tuple[np.ndarray, float]:
+    import decord
+
     vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    n = len(vr)
-    idx = list(range(n)) if num_frames is None else np.linspace(0, n - 1, num_frames).round()
-    frames = vr.get_batch([int(i) for i in idx]).asnumpy()
-    fps = float(vr.get_avg_fps()) or 8.0
-    return Video(np.ascontiguousarray(frames, dtype=np.uint8), fps)
+    return vr.get_batch(list(range(len(vr)))).asnumpy(), float(vr.get_avg_fps())
+
+
+def _read_av(path: Path) -> tuple[np.ndarray, float]:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        fps = float(stream.average_rate or 0)
+    return np.stack(frames), fps

@@ -42,9 +42,10 @@ def test_w8a8_is_closer_to_fp_than_w4a4(records):
     assert math.isfinite(psnr["rtn-W8A8"])
     assert psnr["rtn-W8A8"] > psnr["rtn-W4A4"]
     eff = next(r for r in records if r.label == "rtn-W4A4").quantizer["effective_bits"]
-    assert eff["w_bits"] < next(r for r in records if r.label == "rtn-W8A8").quantizer[
-        "effective_bits"
-    ]["w_bits"]
+    assert (
+        eff["w_bits"]
+        < next(r for r in records if r.label == "rtn-W8A8").quantizer["effective_bits"]["w_bits"]
+    )
 
 
 def test_samples_and_report(records, tmp_path, capsys):
