@@ -1,4 +1,7 @@
-"""Video IO: PyAV write (libx264), decord read (PyAV fallback). The ``Video`` type lives in ``vqbench.types``."""
+"""Video IO: PyAV write (libx264), decord read with a PyAV fallback.
+
+The ``Video`` type lives in ``vqbench.types``.
+"""
 
 from __future__ import annotations
 
