@@ -1,4 +1,4 @@
-"""The ``vqbench`` command line: ``run``, ``validate``, ``report`` and ``ls``."""
+"""The ``vqbench`` command line: ``run``, ``validate``, ``report``, ``ls`` and ``mini``."""
 
 from __future__ import annotations
 
@@ -86,6 +86,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mini(args: argparse.Namespace) -> int:
+    """Train the mini world's models (arguments pass through to the trainer)."""
+    if args.model == "generator":
+        from vqbench.mini.train_generator import main as train
+    else:
+        from vqbench.mini.train_evaluators import main as train
+    train(args.rest)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vqbench``."""
     parser = argparse.ArgumentParser(prog="vqbench", description=__doc__)
@@ -103,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help=cmd_ls.__doc__)
     p.add_argument("what", nargs="?", choices=["models", "quantizers", "metrics", "prompts"])
     p.set_defaults(func=cmd_ls)
+    p = sub.add_parser("mini", help="the mini world: `vqbench mini train generator|evaluators`")
+    mini = p.add_subparsers(dest="mini_command", required=True)
+    t = mini.add_parser("train", help=cmd_mini.__doc__)
+    t.add_argument("model", choices=["generator", "evaluators"])
+    t.add_argument("rest", nargs=argparse.REMAINDER, help="trainer arguments (see its --help)")
+    t.set_defaults(func=cmd_mini)
     return parser
 
 
