@@ -16,7 +16,6 @@ cos(image, text), CLIP-Temp the mean over consecutive frame pairs of cos(f_i, f_
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from metrics.backbones.manifest import MANIFEST, file_sha256, resolve
+from metrics.backbones.mini import load_mini, mini_asset_sha256
 from metrics.base import PerVideoMetric
 from vqbench.types import SampleContext, Video
 
@@ -46,16 +46,8 @@ def _clip_load(path: str, device: str) -> Any:
 
 def _load_mini() -> tuple[Any, str | None]:
     """The mini world's CLIP from ``vqbench.mini.assets.load_clip()`` and its sha256."""
-    try:
-        assets = importlib.import_module("vqbench.mini.assets")
-        model, _ = assets.load_clip()
-    except (ImportError, AttributeError) as e:
-        raise RuntimeError(
-            "backbone 'mini' needs vqbench.mini.assets.load_clip() (the mini world's CLIP, "
-            f"loaded with clip.load), which is not available: {e}"
-        ) from e
-    path = Path(assets.ASSETS) / "clip.pt"
-    return model.eval(), file_sha256(path) if path.is_file() else None
+    model, _ = load_mini("load_clip", "the mini world's CLIP, loaded with clip.load")
+    return model.eval(), mini_asset_sha256("clip.pt")
 
 
 def resolve_clip(backbone: str) -> tuple[str, str | None, str]:

@@ -13,14 +13,12 @@ word lists per frame (scene, colours, shapes) are joined into one caption.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from metrics.backbones.mini import load_mini, mini_asset_sha256
 from metrics.base import check_batch
 from metrics.stats import result_from_samples, sample_key
 from vqbench.types import MetricResult, SampleContext, Video
@@ -62,17 +60,8 @@ class _MiniTagger:
 
 
 def _load_mini() -> FrameTagger:
-    try:
-        assets = importlib.import_module("vqbench.mini.assets")
-        net = assets.load_tagger()
-    except (ImportError, AttributeError) as e:
-        raise RuntimeError(
-            "tagger 'mini' needs vqbench.mini.assets.load_tagger() (the mini world's per-frame "
-            f"tagger), which is not available: {e}"
-        ) from e
-    path = Path(assets.ASSETS) / "tagger.safetensors"
-    sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    return _MiniTagger(net, sha)
+    net = load_mini("load_tagger", "the mini world's per-frame tagger")
+    return _MiniTagger(net, mini_asset_sha256("tagger.safetensors"))
 
 
 class SceneConsistency:

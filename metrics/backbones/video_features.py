@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from metrics.backbones.i3d import load_i3d, load_torchscript_i3d
 from metrics.backbones.manifest import resolve, verify
+from metrics.backbones.mini import load_mini
 from vqbench.types import Video
 
 log = logging.getLogger(__name__)
@@ -155,15 +155,7 @@ def _load_detector_model(kind: str, path: str, device: str) -> Any:
 
 
 def _load_mini() -> VideoFeatureExtractor:
-    try:
-        assets = importlib.import_module("vqbench.mini.assets")
-        loader = assets.load_i3d
-    except (ImportError, AttributeError) as e:
-        raise RuntimeError(
-            "detector 'mini' needs vqbench.mini.assets.load_i3d() (the mini world's video "
-            f"feature net), which is not available: {e}"
-        ) from e
-    det = loader()
+    det = load_mini("load_i3d", "the mini world's video feature net")
     if not callable(getattr(det, "features", None)):
         raise TypeError(
             "vqbench.mini.assets.load_i3d() must return an object with "

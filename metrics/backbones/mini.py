@@ -1,0 +1,32 @@
+"""The mini world's evaluators as metric backbones, resolved lazily from ``vqbench.mini.assets``.
+
+``vqbench.mini`` is data plus model code shipped with the harness; metrics reach it only
+through this module, and only when a metric is asked for the ``"mini"`` backbone.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from metrics.backbones.manifest import file_sha256
+
+
+def load_mini(loader: str, what: str) -> Any:
+    """Call ``vqbench.mini.assets.<loader>()``; ``RuntimeError`` naming it if unavailable."""
+    try:
+        assets = importlib.import_module("vqbench.mini.assets")
+        return getattr(assets, loader)()
+    except (ImportError, AttributeError) as e:
+        raise RuntimeError(
+            f"backbone 'mini' needs vqbench.mini.assets.{loader}() ({what}), "
+            f"which is not available: {e}"
+        ) from e
+
+
+def mini_asset_sha256(filename: str) -> str | None:
+    """sha256 of a shipped mini-world asset file, or None if it is absent."""
+    assets = importlib.import_module("vqbench.mini.assets")
+    path = Path(assets.ASSETS) / filename
+    return file_sha256(path) if path.is_file() else None
