@@ -93,6 +93,13 @@ def train(args: argparse.Namespace) -> None:
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas)
     t0, last_ckpt, running = time.time() - elapsed, time.time(), 0.0
+
+    def checkpoint() -> None:
+        """Save the resumable checkpoint and the EMA export at the current step."""
+        state = (ema_t, ema_e, opt, data_gen, noise_gen, step, time.time() - t0)
+        _save(ckpt, transformer, text_encoder, *state)
+        export(ema_t, ema_e, out / "export")
+
     while True:
         elapsed = time.time() - t0
         if (args.steps and step >= args.steps) or (not args.steps and elapsed > args.minutes * 60):
@@ -138,34 +145,10 @@ def train(args: argparse.Namespace) -> None:
                 step * args.batch / max(elapsed, 1e-6),
             )
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
-            _save(
-                ckpt,
-                transformer,
-                text_encoder,
-                ema_t,
-                ema_e,
-                opt,
-                data_gen,
-                noise_gen,
-                step,
-                time.time() - t0,
-            )
-            export(ema_t, ema_e, out / "export")
+            checkpoint()
             last_ckpt = time.time()
             log.info("checkpoint at step %d", step)
-    _save(
-        ckpt,
-        transformer,
-        text_encoder,
-        ema_t,
-        ema_e,
-        opt,
-        data_gen,
-        noise_gen,
-        step,
-        time.time() - t0,
-    )
-    export(ema_t, ema_e, out / "export")
+    checkpoint()
     log.info(
         "done: %d steps, %.1f min; EMA export in %s", step, (time.time() - t0) / 60, out / "export"
     )
