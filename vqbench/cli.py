@@ -27,12 +27,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Generate FP and quantized videos, compute metrics, write run records."""
-    from vqbench.prompts import load_prompts
     from vqbench.runner import run
 
     cfg = load_config(args.config, args.overrides)
     cfg.quiet = cfg.quiet or args.quiet
-    load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)  # fail fast
     records = run(cfg)
     for r in records:
         metrics = ", ".join(f"{k}={v['value']:.4g}" for k, v in r.metrics.items())
