@@ -73,10 +73,13 @@ class QuantSpec:
     a_bits: int = 8
     kernel: str = "fake"
     params: dict[str, Any] = field(default_factory=dict)
+    tag: str = ""  # optional suffix telling apart settings of one method (ablations)
 
     @property
     def label(self) -> str:
-        return f"{self.name}-W{self.w_bits}A{self.a_bits}"
+        """Record label, e.g. ``rtn-W8A8`` or ``q_vdit-W4A6-noTMD``."""
+        base = f"{self.name}-W{self.w_bits}A{self.a_bits}"
+        return f"{base}-{self.tag}" if self.tag else base
 
 
 @dataclass
@@ -222,6 +225,8 @@ def validate(cfg: RunConfig) -> RunConfig:
                 )
         if q.kernel not in KERNEL_MODES:
             raise ConfigError(f"quantizers[{i}].kernel: must be one of {KERNEL_MODES}")
+        if q.label in [p.label for p in cfg.quantizers[:i]]:
+            raise ConfigError(f"quantizers[{i}].tag: label {q.label!r} is used twice; set a tag")
     for i, m in enumerate(cfg.metrics):
         METRICS.check(m, f"metrics[{i}]")
     return cfg

@@ -32,11 +32,12 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        """``fp`` or ``<method>-W<w>A<a>``."""
+        """``fp``, ``<method>-W<w>A<a>`` or ``<method>-W<w>A<a>-<tag>``."""
         if not self.quantizer:
             return "fp"
         q = self.quantizer
-        return f"{q['name']}-W{q['w_bits']}A{q['a_bits']}"
+        base = f"{q['name']}-W{q['w_bits']}A{q['a_bits']}"
+        return f"{base}-{q['tag']}" if q.get("tag") else base
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

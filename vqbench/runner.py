@@ -235,6 +235,7 @@ def run(cfg: RunConfig) -> list[RunRecord]:
             "version": desc.get("version", "1"),
             "w_bits": q.w_bits,
             "a_bits": q.a_bits,
+            "tag": q.tag,
             "kernel": q.kernel,
             "config": desc.get("config", {}),
             "config_hash": desc.get("config_hash", config_hash(asdict(q))),
