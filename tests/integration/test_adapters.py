@@ -73,6 +73,31 @@ def test_progress_is_called_per_video(adapter):
     assert sum(seen) == 2
 
 
+def test_generation_announces_sampling_steps(adapter):
+    from quantizers.core.context import current_step
+
+    seen: list[tuple] = []
+
+    def record(module, args, kwargs):
+        c = current_step()
+        seen.append((c.step, c.num_steps))
+
+    spec = GenerationSpec(steps=3, batch_size=2)
+    # a linear inside the denoiser sees what quantized layers see
+    inner = next(m for m in adapter.denoiser().modules() if isinstance(m, nn.Linear))
+    handle = inner.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        adapter.generate(PROMPTS, [0, 1], spec)
+    finally:
+        handle.remove()
+    steps = sorted({s for s, _ in seen})
+    assert steps == [0, 1, 2] and {n for _, n in seen} == {3}
+    # within each pipeline call steps only advance; cond/uncond passes share their index
+    order = [s for s, _ in seen]
+    assert all(b in (a, a + 1) or b == 0 for a, b in zip(order, order[1:], strict=False))
+    assert current_step().step is None  # nothing leaks out of generation
+
+
 def test_capture_rows(adapter, calib):
     assert len(calib) == 2 * 2 * 2  # prompts x captured steps (0, 2 of 4) x {cond, uncond}
     assert sorted(set(calib.step_index.tolist())) == [0, 2]

@@ -193,6 +193,10 @@ class DiffusersAdapter(ModelAdapter):
     def denoiser(self) -> nn.Module:
         return self._pipeline().transformer
 
+    def scheduler_timesteps(self) -> torch.Tensor | None:
+        """The pipeline scheduler's timesteps for the current sampling run."""
+        return getattr(self._pipeline().scheduler, "timesteps", None)
+
     def model_info(self) -> dict[str, Any]:
         revision = None
         if self.path and Path(self.path).parent.name == "snapshots":  # an HF cache snapshot
@@ -293,12 +297,13 @@ class DiffusersAdapter(ModelAdapter):
         """One uint8 video per (prompt, seed); per-sample generators make it batch-independent."""
         fps = float(self.resolve(spec).fps)
         videos: list[Video | None] = [None] * len(prompts)
-        for idx, frames in self._run(prompts, seeds, spec, "np"):
-            frames = np.asarray(frames, dtype=np.float32)  # [B, T, H, W, 3] in [0, 1]
-            for j, i in enumerate(idx):
-                videos[i] = Video(to_uint8(frames[j]), fps=fps)
-            if progress is not None:
-                progress(len(idx))
+        with self.announce_steps():
+            for idx, frames in self._run(prompts, seeds, spec, "np"):
+                frames = np.asarray(frames, dtype=np.float32)  # [B, T, H, W, 3] in [0, 1]
+                for j, i in enumerate(idx):
+                    videos[i] = Video(to_uint8(frames[j]), fps=fps)
+                if progress is not None:
+                    progress(len(idx))
         return [v for v in videos if v is not None]
 
     # ---- calibration -----------------------------------------------------------------------

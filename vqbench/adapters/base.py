@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -76,6 +77,52 @@ class ModelAdapter(ABC):
         every_k_steps: int = 1,
     ) -> CalibrationSet:
         """Run FP sampling and record denoiser inputs and outputs (cond and uncond rows)."""
+
+    def scheduler_timesteps(self) -> torch.Tensor | None:
+        """The timesteps of the current sampling run (``None``: step unknown)."""
+        return None
+
+    @contextmanager
+    def announce_steps(self) -> Iterator[None]:
+        """Within the block, every denoiser call runs inside ``sampling_step(i, n, t)``.
+
+        The step index ``i`` is the position of the call's timestep in
+        :meth:`scheduler_timesteps`, so two calls of one step (separate cond and uncond
+        passes) get the same index. Time-dependent precision policies and time-range
+        statistics read it (``quantizers.core.context``).
+        """
+        from quantizers.core.context import sampling_step
+
+        active: list[Any] = []
+
+        def pre(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+            t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+            ts = self.scheduler_timesteps()
+            step = value = None
+            if t is not None and ts is not None and len(ts):
+                value = float(torch.as_tensor(t).reshape(-1)[0])
+                gaps = (ts.double().cpu() - value).abs()
+                if float(gaps.min()) <= 1e-3 * max(1.0, abs(value)):
+                    step = int(gaps.argmin())
+            cm = sampling_step(step, None if ts is None else len(ts), value)
+            cm.__enter__()
+            active.append(cm)
+
+        def post(module: nn.Module, args: tuple, kwargs: dict[str, Any], out: Any) -> None:
+            active.pop().__exit__(None, None, None)
+
+        denoiser = self.denoiser()
+        handles = [
+            denoiser.register_forward_pre_hook(pre, with_kwargs=True),
+            denoiser.register_forward_hook(post, with_kwargs=True),
+        ]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            while active:
+                active.pop().__exit__(None, None, None)
 
     # ---- structure -------------------------------------------------------------------------
     @abstractmethod

@@ -64,6 +64,10 @@ class MiniAdapter(ModelAdapter):
         """The Latte transformer."""
         return self.transformer
 
+    def scheduler_timesteps(self) -> torch.Tensor | None:
+        """The DDIM timesteps of the current sampling run."""
+        return self.scheduler.timesteps
+
     # ---- sampling ----------------------------------------------------------------------------
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +117,8 @@ class MiniAdapter(ModelAdapter):
         videos: list[Video] = []
         bs = max(1, int(spec.batch_size))
         for i in range(0, len(prompts), bs):
-            x = self._sample(prompts[i : i + bs], seeds[i : i + bs], spec)
+            with self.announce_steps():
+                x = self._sample(prompts[i : i + bs], seeds[i : i + bs], spec)
             for v in x:
                 videos.append(Video.from_tensor(v.permute(1, 0, 2, 3), fps=float(spec.fps)))
                 if progress is not None:
