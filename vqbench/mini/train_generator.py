@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m vqbench.mini.train_generator --minutes 80 --seed 0 --out scratch/gen
+    python -m vqbench.mini.train_generator --minutes 120 --seed 0 --out scratch/gen
 
 Objective: DDPM v-prediction with the cosine schedule, a truncated-SNR weight and a mild
 object weight (1 + 2 x dilated object mask); 10% of captions are replaced by the empty
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--minutes", type=float, default=80.0)
+    p.add_argument("--minutes", type=float, default=120.0)
     p.add_argument("--steps", type=int, default=0, help="stop after N steps (overrides --minutes)")
     p.add_argument("--frames", type=int, default=FRAMES)
     p.add_argument("--size", type=int, default=SIZE)
