@@ -14,4 +14,12 @@ CATALOG: dict[str, str] = {
     "clipsim": "metrics.clip_score:CLIPSim",
     "clip_temp": "metrics.clip_score:CLIPTemp",
     "scene_consistency": "metrics.scene:SceneConsistency",
+    "vbench_subject_consistency": "metrics.vbench_dims:SubjectConsistency",
+    "vbench_background_consistency": "metrics.vbench_dims:BackgroundConsistency",
+    "vbench_motion_smoothness": "metrics.vbench_dims:MotionSmoothness",
+    "vbench_dynamic_degree": "metrics.vbench_dims:DynamicDegree",
+    "vbench_aesthetic_quality": "metrics.vbench_dims:AestheticQuality",
+    "vbench_imaging_quality": "metrics.vbench_dims:ImagingQuality",
+    "vbench_temporal_flickering": "metrics.vbench_dims:TemporalFlickering",
+    "vbench_overall_consistency": "metrics.vbench_dims:OverallConsistency",
 }

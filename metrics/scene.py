@@ -7,8 +7,11 @@ The value is the frame-level micro average (successes over all frames of all vid
 ``per_sample`` holds each video's success rate x100.
 
 The tagger is pluggable: any object with ``tag(frames: np.ndarray [T, H, W, 3] uint8) ->
-list[str]`` (one caption per frame), or ``"mini"``: ``vqbench.mini.assets.load_tagger()``, whose
-word lists per frame (scene, colours, shapes) are joined into one caption.
+list[str]`` (one caption per frame); ``"mini"``: ``vqbench.mini.assets.load_tagger()``, whose
+word lists per frame (scene, colours, shapes) are joined into one caption; or ``"tag2text"``:
+VBench's own Tag2Text captioner run through vbench's code (the ``vbench`` extra, see
+:mod:`metrics.vbench_compat`), with ``tag2text_swin_14m.pth`` and bert-base-uncased's
+``vocab.txt`` from the backbone manifest.
 """
 
 from __future__ import annotations
@@ -77,12 +80,13 @@ class SceneConsistency:
         tagger: str | FrameTagger = "mini",
         frames: int | None = 16,
         case_sensitive: bool = True,
+        device: str = "cpu",
     ) -> None:
         if frames is not None and frames < 1:
             raise ValueError(f"frames must be positive or None (all frames), got {frames}")
         self._tagger_spec = tagger
         self._tagger: FrameTagger | None = None
-        self.frames, self.case_sensitive = frames, case_sensitive
+        self.frames, self.case_sensitive, self.device = frames, case_sensitive, device
         self.hits: list[int] = []
         self.counts: list[int] = []
         self.keys: list[str] = []
@@ -94,8 +98,14 @@ class SceneConsistency:
             spec = self._tagger_spec
             if spec == "mini":
                 self._tagger = _load_mini()
+            elif spec == "tag2text":
+                from metrics.vbench_compat import Tag2TextTagger
+
+                self._tagger = Tag2TextTagger.from_cache(self.device)
             elif isinstance(spec, str):
-                raise ValueError(f"unknown tagger {spec!r}; use 'mini' or an object with tag()")
+                raise ValueError(
+                    f"unknown tagger {spec!r}; use 'mini', 'tag2text' or an object with tag()"
+                )
             else:
                 self._tagger = spec
         return self._tagger
