@@ -1,4 +1,5 @@
-"""The ``vqbench`` command line: ``run``, ``validate``, ``report``, ``ls`` and ``mini``."""
+"""The ``vqbench`` command line: ``run``, ``sweep``, ``validate``, ``report``, ``check``, ``ls``
+and ``mini``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     cfg.quiet = cfg.quiet or args.quiet
     records = run(cfg)
+    if not records:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     for r in records:
         metrics = ", ".join(f"{k}={v['value']:.4g}" for k, v in r.metrics.items())
         print(f"{r.run_id}: {metrics or 'no metrics'}")
@@ -59,11 +62,45 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print a markdown table of the run records in a results dir."""
-    from vqbench.report import markdown_table
+    """Leaderboard of a results dir: markdown to stdout, or md/CSV/HTML and plots with --out."""
+    from vqbench.report import markdown_table, write_report
     from vqbench.store import find_records
 
-    print(markdown_table(find_records(args.results)))
+    if args.out is None:
+        print(markdown_table(find_records(args.results)))
+        return 0
+    files = write_report(args.results, args.out, strips=args.strips, quiet=args.quiet)
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Quality gate: compare results with a baseline; exit 1 on regression."""
+    from vqbench.check import run_check
+
+    passed, text = run_check(args.baseline, args.gates, args.results, verbose=args.verbose_table)
+    print(text)
+    return 0 if passed else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a grid of models x quantizers x bit settings, resumable, locally or on Slurm."""
+    from vqbench.sweep import load_sweep, print_plan, run_sweep
+
+    sweep = load_sweep(args.config, args.overrides)
+    if args.executor:
+        sweep.executor = args.executor
+    sweep.base.quiet = sweep.base.quiet or args.quiet
+    if args.dry_run:
+        print_plan(sweep)
+        return 0
+    try:
+        done = run_sweep(sweep)
+    except RuntimeError as e:  # failed cells; the others are finished and kept
+        print(f"vqbench: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{len(done)} cells finished; records under {sweep.output_dir}")
     return 0
 
 
@@ -105,9 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help=cmd_validate.__doc__)
     _add_config_args(p)
     p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("sweep", help=cmd_sweep.__doc__)
+    p.add_argument("-c", "--config", required=True, help="YAML sweep config")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a sweep field, e.g. --set base.generation.num_prompts=4 (repeatable)",
+    )
+    p.add_argument("--executor", choices=["local", "submitit"], help="override the executor")
+    p.add_argument("--dry-run", action="store_true", help="print the cells and cache status")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help=cmd_report.__doc__)
     p.add_argument("results", nargs="?", default="runs", help="results dir (default: runs)")
+    p.add_argument("--out", help="write leaderboard.{md,csv}, index.html and plots/ here")
+    p.add_argument("--strips", type=int, default=4, help="frame strips per group (0: none)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("check", help=cmd_check.__doc__)
+    p.add_argument("results", nargs="?", default="runs", help="results dir (default: runs)")
+    p.add_argument("--baseline", required=True, help="run.json, leaderboard.csv or a dir")
+    p.add_argument("--gates", required=True, help="YAML gates file")
+    p.add_argument("--all", dest="verbose_table", action="store_true", help="show passing rows")
+    p.set_defaults(func=cmd_check)
     p = sub.add_parser("ls", help=cmd_ls.__doc__)
     p.add_argument("what", nargs="?", choices=["models", "quantizers", "metrics", "prompts"])
     p.set_defaults(func=cmd_ls)

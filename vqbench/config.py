@@ -8,6 +8,7 @@ and Python sessions.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -91,6 +92,25 @@ class LatencySpec:
     iters: int = 5
 
 
+#: `vqbench run` with no arguments: the three seed methods at one bit setting, every metric
+#: that runs offline on the mini world (VBench dimensions need user-provided weights)
+DEFAULT_QUANTIZERS = (
+    QuantSpec("qvd", 4, 8),
+    QuantSpec("q_vdit", 4, 8),
+    QuantSpec("s2q_vdit", 4, 8),
+)
+DEFAULT_METRICS = (
+    "psnr_fp",
+    "ssim_fp",
+    "fvd",
+    "fvd_fp",
+    "clipsim",
+    "clipsim_evalcrafter",
+    "clip_temp",
+    "scene_consistency",
+)
+
+
 @dataclass
 class RunConfig:
     """A whole run: FP generation plus each quantizer, then metrics."""
@@ -98,12 +118,14 @@ class RunConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
-    quantizers: list[QuantSpec] = field(default_factory=lambda: [QuantSpec()])
-    metrics: list[str] = field(default_factory=lambda: ["psnr_fp", "ssim_fp"])
+    quantizers: list[QuantSpec] = field(
+        default_factory=lambda: copy.deepcopy(list(DEFAULT_QUANTIZERS))
+    )
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     metric_params: dict[str, Any] = field(default_factory=dict)  # metric name -> kwargs
     latency: LatencySpec = field(default_factory=LatencySpec)
     output_dir: str = "runs"
-    cache_dir: str | None = None  # None = $VQBENCH_CACHE_DIR or ~/.cache/vqbench
+    cache_dir: str | None = None  # None: $VQBENCH_CACHE_DIR/runs, for models with a weights digest
     quiet: bool = False
 
 

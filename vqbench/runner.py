@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import platform
 import subprocess
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from vqbench.cache import CALIBRATION, FP_VIDEOS, QUANT_STATE, Cache, cache_key
 from vqbench.config import RunConfig, config_hash, to_dict
 from vqbench.prompts import Prompt, load_prompts, prompts_hash
 from vqbench.records import RunRecord
@@ -66,22 +68,28 @@ def _pairs(prompts: list[Prompt], seeds: list[int]) -> list[tuple[Prompt, int]]:
 def _generate(
     adapter: Any, pairs: list[tuple[Prompt, int]], spec: Any, quiet: bool, desc: str
 ) -> tuple[list[Video], float]:
-    """Generate one video per pair with a progress bar; returns videos and wall seconds."""
-    videos: list[Video] = []
+    """Generate one video per pair with a progress bar; returns videos and wall seconds.
+
+    Under torchrun the batches are sharded across ranks (see :mod:`vqbench.shard`).
+    """
+    from vqbench import shard
+
     t0 = time.perf_counter()
-    with tqdm(total=len(pairs), desc=desc, disable=quiet, unit="video") as bar:
-        for i in range(0, len(pairs), spec.batch_size):
-            chunk = pairs[i : i + spec.batch_size]
-            videos += adapter.generate(
+    batches = [pairs[i : i + spec.batch_size] for i in range(0, len(pairs), spec.batch_size)]
+    rank, world, _ = shard.setup(str(adapter.device))
+    mine = sum(len(b) for b in batches[rank::world])
+    with tqdm(total=mine, desc=desc, disable=quiet or rank > 0, unit="video") as bar:
+        videos = shard.map_batches(
+            lambda chunk: adapter.generate(
                 [p.text for p, _ in chunk], [s for _, s in chunk], spec, progress=bar.update
-            )
+            ),
+            batches,
+        )
     return videos, time.perf_counter() - t0
 
 
 def _latency(adapter: Any, pair: tuple[Prompt, int], spec: Any, cfg: RunConfig) -> dict[str, Any]:
     """Per-step and end-to-end latency (p50/p90) on one prompt, warm-up excluded."""
-    from dataclasses import replace
-
     from metrics.efficiency import StepTimer, WallTimer, latency_summary
 
     one = replace(spec, batch_size=1)
@@ -101,14 +109,27 @@ def _latency(adapter: Any, pair: tuple[Prompt, int], spec: Any, cfg: RunConfig) 
 
 
 def _metrics(
-    cfg: RunConfig, videos: list[Video], ctx: list[SampleContext], is_fp: bool
+    cfg: RunConfig,
+    adapter: Any,
+    videos: list[Video],
+    ctx: list[SampleContext],
+    is_fp: bool,
 ) -> dict[str, MetricResult]:
+    """Every configured metric; the adapter's defaults (backbones, reference videos) apply
+    unless ``cfg.metric_params`` overrides them."""
     out: dict[str, MetricResult] = {}
+    defaults = adapter.metric_defaults()
     for name in cfg.metrics:
         cls = METRICS.get(name)
-        if is_fp and "fp_video" in getattr(cls, "requires", frozenset()):
+        requires = getattr(cls, "requires", frozenset())
+        if is_fp and "fp_video" in requires:
             continue  # comparisons against FP are not defined for FP itself
-        metric = cls(**cfg.metric_params.get(name, {}))
+        params = {**defaults.get(name, {}), **cfg.metric_params.get(name, {})}
+        metric = cls(**params)
+        if "reference" in requires and not params.get("reference_dir"):
+            refs = adapter.reference_videos(ctx)
+            if refs is not None:
+                metric.set_reference(refs)
         metric.update(videos, ctx)
         out[name] = metric.compute()
     return out
@@ -136,12 +157,64 @@ def _write_setting(
     record.save(out_dir / "run.json")
 
 
-def run(cfg: RunConfig) -> list[RunRecord]:
-    """Execute ``cfg``; returns the FP record followed by one record per quantizer setting."""
+def _cache_for(cfg: RunConfig, revision: Any) -> Cache | None:
+    """The run cache: ``cfg.cache_dir`` if set; otherwise ``$VQBENCH_CACHE_DIR/runs`` (default
+    ``~/.cache/vqbench/runs``) for models whose weights digest is known, since only then do
+    the keys identify the content. Random-weight test models are not cached by default.
+    """
+    if cfg.cache_dir:
+        return Cache(cfg.cache_dir)
+    if revision is None:
+        return None
+    root = os.environ.get("VQBENCH_CACHE_DIR") or Path.home() / ".cache" / "vqbench"
+    return Cache(Path(root) / "runs")
+
+
+def run_hash(cfg: RunConfig) -> str:
+    """``config_hash`` of a run, blind to settings that do not change results (quiet, cache)."""
+    return config_hash(replace(cfg, quiet=False, cache_dir=None))
+
+
+def cache_keys(cfg: RunConfig, spec: Any, revision: Any = None) -> dict[str, str]:
+    """Cache keys of the FP videos and the calibration set of ``cfg`` (resolved ``spec``).
+
+    ``revision`` is the loaded model's revision (weights digest) where the adapter knows it;
+    with ``None`` the keys name the configured model only (what ``sweep --dry-run`` can know).
+    """
+    model = {**to_dict(cfg.model), "revision": revision}
+    gen = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
+    pairs = [[p.id, p.text, s] for p, s in _pairs(gen, cfg.generation.seeds)]
+    c = cfg.calibration
+    calib = load_prompts(c.prompts, c.num_prompts, "calibration.prompts")
+    return {
+        FP_VIDEOS: cache_key(FP_VIDEOS, model=model, spec=to_dict(spec), pairs=pairs),
+        CALIBRATION: cache_key(
+            CALIBRATION,
+            model=model,
+            spec=to_dict(spec),
+            prompts=[[p.id, p.text] for p in calib],
+            seed=c.seed,
+            every_k_steps=c.every_k_steps,
+        ),
+    }
+
+
+def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> list[RunRecord]:
+    """Execute ``cfg``; returns the FP record followed by one record per quantizer setting.
+
+    ``run_id`` names the output directory (default: a timestamp); ``write_fp=False`` skips
+    the FP record (a sweep writes it once per model). With ``cfg.cache_dir`` set, FP videos and
+    the calibration set are read from and written to a content-addressed :class:`Cache`.
+    Under torchrun, generation is sharded and only rank 0 returns and writes records.
+    """
     from metrics.efficiency import compression_ratio, peak_memory, reset_peak_memory, weight_bytes
+    from vqbench import shard
 
     quiet = cfg.quiet
-    run_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    rank, _, device = shard.setup(cfg.model.device)
+    lead = rank == 0
+    if run_id is None:
+        run_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     root = Path(cfg.output_dir) / run_id
     gen_prompts = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
     pairs = _pairs(gen_prompts, cfg.generation.seeds)
@@ -149,8 +222,9 @@ def run(cfg: RunConfig) -> list[RunRecord]:
     env = environment()
 
     adapter = MODELS.get(cfg.model.name, "model.name")(cfg.model.path)
-    adapter.load(cfg.model.device, cfg.model.dtype)
+    adapter.load(device, cfg.model.dtype)
     spec = adapter.resolve(cfg.generation)
+    cache = _cache_for(cfg, adapter.model_info().get("revision"))
     generation = {
         "spec": to_dict(spec),
         "seeds": list(cfg.generation.seeds),
@@ -165,29 +239,41 @@ def run(cfg: RunConfig) -> list[RunRecord]:
             model={**adapter.model_info(), "name": cfg.model.name},
             generation=generation,
             environment=env,
-            config_hash=config_hash(cfg),
+            config_hash=run_hash(cfg),
         )
 
     # ---- FP ------------------------------------------------------------------------------
+    keys = cache_keys(cfg, spec, adapter.model_info().get("revision"))
+    ids = cache_keys(cfg, spec)  # recorded with the entries for `sweep --dry-run`
     reset_peak_memory(adapter.device)
-    fp_videos, fp_secs = _generate(adapter, pairs, spec, quiet, "FP")
-    fp_ctx = [
-        SampleContext(p.text, p.id, s, scene=p.scene, attributes=p.attributes) for p, s in pairs
-    ]
+    if cache and cache.has(FP_VIDEOS, keys[FP_VIDEOS]):
+        log.info("FP videos from cache entry %s", keys[FP_VIDEOS])
+        fp_videos = cache.get_videos(keys[FP_VIDEOS])
+        fp_secs = cache.meta(FP_VIDEOS, keys[FP_VIDEOS])["generation_seconds"]
+    else:
+        fp_videos, fp_secs = _generate(adapter, pairs, spec, quiet, "FP")
+        if cache and lead:
+            meta = {"generation_seconds": fp_secs, "config_key": ids[FP_VIDEOS]}
+            cache.put_videos(keys[FP_VIDEOS], fp_videos, meta)
     fp_bytes = weight_bytes(adapter.denoiser())
-    fp_rec = base_record("fp")
-    fp_results = _metrics(cfg, fp_videos, fp_ctx, is_fp=True)
-    fp_rec.metrics = {k: v.to_dict() for k, v in fp_results.items()}
-    fp_rec.efficiency = {
-        "generation_seconds": fp_secs,
-        "weight_bytes": fp_bytes,
-        "compression_ratio": 1.0,
-        "peak_memory": peak_memory(adapter.device),
-    }
-    if cfg.latency.enabled:
-        fp_rec.efficiency["latency"] = _latency(adapter, pairs[0], spec, cfg)
-    _write_setting(root / "fp", fp_rec, pairs, fp_videos, fp_results)
-    records = [fp_rec]
+    records: list[RunRecord] = []
+    if write_fp and lead:
+        fp_ctx = [
+            SampleContext(p.text, p.id, s, scene=p.scene, attributes=p.attributes) for p, s in pairs
+        ]
+        fp_rec = base_record("fp")
+        fp_results = _metrics(cfg, adapter, fp_videos, fp_ctx, is_fp=True)
+        fp_rec.metrics = {k: v.to_dict() for k, v in fp_results.items()}
+        fp_rec.efficiency = {
+            "generation_seconds": fp_secs,
+            "weight_bytes": fp_bytes,
+            "compression_ratio": 1.0,
+            "peak_memory": peak_memory(adapter.device),
+        }
+        if cfg.latency.enabled:
+            fp_rec.efficiency["latency"] = _latency(adapter, pairs[0], spec, cfg)
+        _write_setting(root / "fp", fp_rec, pairs, fp_videos, fp_results)
+        records.append(fp_rec)
 
     if not cfg.quantizers:
         return records
@@ -196,13 +282,20 @@ def run(cfg: RunConfig) -> list[RunRecord]:
     calib_prompts = load_prompts(
         cfg.calibration.prompts, cfg.calibration.num_prompts, "calibration.prompts"
     )
-    log.info("capturing calibration trajectories on %d prompts", len(calib_prompts))
-    calib = adapter.capture(
-        [p.text for p in calib_prompts],
-        [cfg.calibration.seed + i for i in range(len(calib_prompts))],
-        spec,
-        cfg.calibration.every_k_steps,
-    )
+    if cache and cache.has(CALIBRATION, keys[CALIBRATION]):
+        log.info("calibration set from cache entry %s", keys[CALIBRATION])
+        calib = cache.get_calibration(keys[CALIBRATION])
+    else:
+        log.info("capturing calibration trajectories on %d prompts", len(calib_prompts))
+        calib = adapter.capture(
+            [p.text for p in calib_prompts],
+            [cfg.calibration.seed + i for i in range(len(calib_prompts))],
+            spec,
+            cfg.calibration.every_k_steps,
+        )
+        if cache and lead:
+            meta = {"prompts": cfg.calibration.prompts, "config_key": ids[CALIBRATION]}
+            cache.put_calibration(keys[CALIBRATION], calib, meta)
     calib_info = {
         "prompts": cfg.calibration.prompts,
         "prompts_hash": prompts_hash(calib_prompts),
@@ -214,19 +307,32 @@ def run(cfg: RunConfig) -> list[RunRecord]:
     for i, q in enumerate(cfg.quantizers):
         qcls = QUANTIZERS.get(q.name, f"quantizers[{i}].name")
         quantizer = qcls.from_spec(q.w_bits, q.a_bits, q.kernel, q.params)
-        adapter.load(cfg.model.device, cfg.model.dtype)  # a fresh FP copy
+        adapter.load(device, cfg.model.dtype)  # a fresh FP copy
         target = adapter.quant_target(spec)
+        state_key = cache_key(
+            QUANT_STATE, calibration=keys[CALIBRATION], quantizer=to_dict(q), spec=to_dict(spec)
+        )
         t0 = time.perf_counter()
-        state = quantizer.calibrate(target, calib)
-        calib_secs = time.perf_counter() - t0
+        state_cached = bool(cache and cache.has(QUANT_STATE, state_key))
+        if state_cached:
+            log.info("%s: calibration state from cache entry %s", q.label, state_key)
+            state = cache.get_state(state_key)
+            calib_secs = cache.meta(QUANT_STATE, state_key)["calibration_seconds"]
+        else:
+            state = quantizer.calibrate(target, calib)
+            calib_secs = time.perf_counter() - t0
+            if cache and lead:
+                cache.put_state(state_key, state, {"calibration_seconds": calib_secs})
         quantizer.quantize(target, state)
         reset_peak_memory(adapter.device)
         videos, secs = _generate(adapter, pairs, spec, quiet, q.label)
+        if not lead:
+            continue
         ctx = [
             SampleContext(p.text, p.id, s, scene=p.scene, attributes=p.attributes, fp_video=fv)
             for (p, s), fv in zip(pairs, fp_videos, strict=True)
         ]
-        results = _metrics(cfg, videos, ctx, is_fp=False)
+        results = _metrics(cfg, adapter, videos, ctx, is_fp=False)
         q_bytes = weight_bytes(adapter.denoiser())
         desc = quantizer.describe()
         rec = base_record(q.label)
@@ -241,7 +347,7 @@ def run(cfg: RunConfig) -> list[RunRecord]:
             "config_hash": desc.get("config_hash", config_hash(asdict(q))),
             "effective_bits": quantizer.effective_bits(target),
         }
-        rec.calibration = {**calib_info, "seconds": calib_secs}
+        rec.calibration = {**calib_info, "seconds": calib_secs, "state_cached": state_cached}
         rec.metrics = {k: v.to_dict() for k, v in results.items()}
         rec.efficiency = {
             "generation_seconds": secs,

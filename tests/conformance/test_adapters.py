@@ -61,7 +61,8 @@ def test_quantizer_runs_on_adapter(name, fp_case):
     model, spec, calib, fp = fp_case
     a = _adapter(model)
     target = a.quant_target(spec)
-    q = QUANTIZERS.get(name).from_spec(8, 8)
+    cls = QUANTIZERS.get(name)
+    q = cls.from_spec(8, 8, params=cls.smoke_params)
     state = q.calibrate(target, calib)
     q.quantize(target, state)
 

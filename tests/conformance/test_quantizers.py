@@ -24,7 +24,8 @@ REAL_FAKE_RTOL = {(8, 8): 1e-3, (4, 8): 1e-3, (6, 6): 2e-3, (4, 4): 5e-3}
 
 
 def _run(name, make_target, calib, batch, w=8, a=8, kernel="fake", params=None):
-    q = QUANTIZERS.get(name).from_spec(w, a, kernel, params or {})
+    cls = QUANTIZERS.get(name)
+    q = cls.from_spec(w, a, kernel, {**cls.smoke_params, **(params or {})})
     target = make_target()
     state = q.calibrate(target, calib)
     q.quantize(target, state)

@@ -12,7 +12,8 @@ from vqbench.records import RunRecord, validate_record
 from vqbench.store import find_records
 
 TINY = ["--set", "model.name=tiny-latte", "--set", "generation.prompts=tiny"]
-TINY += ["--set", "calibration.prompts=tiny", "--set", "latency.iters=2", "-q"]
+TINY += ["--set", "calibration.prompts=tiny", "--set", "latency.iters=2"]
+TINY += ["--set", "metrics=[psnr_fp, ssim_fp]", "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -88,4 +89,6 @@ def test_malformed_yaml_and_empty_suite(tmp_path, capsys):
 def test_validate_prints_plan(capsys):
     assert main(["validate", *TINY[:-1]]) == 0
     plan = json.loads(capsys.readouterr().out)["plan"]
-    assert plan["settings"] == ["fp", "rtn-W8A8"] and plan["videos_per_setting"] == 2
+    # the default quantizers: the three seed methods at one bit setting
+    assert plan["settings"] == ["fp", "qvd-W4A8", "q_vdit-W4A8", "s2q_vdit-W4A8"]
+    assert plan["videos_per_setting"] == 2

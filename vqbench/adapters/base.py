@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vqbench.config import GenerationSpec
-from vqbench.types import CalibrationSet, QuantTarget, TokenLayout, Video
+from vqbench.types import CalibrationSet, QuantTarget, SampleContext, TokenLayout, Video
 
 DTYPE_MAP = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -77,6 +77,15 @@ class ModelAdapter(ABC):
         every_k_steps: int = 1,
     ) -> CalibrationSet:
         """Run FP sampling and record denoiser inputs and outputs (cond and uncond rows)."""
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def metric_defaults(self) -> dict[str, dict[str, Any]]:
+        """Metric name -> default constructor kwargs for this model (e.g. its own backbones)."""
+        return {}
+
+    def reference_videos(self, samples: list[SampleContext]) -> list[Video] | None:
+        """Real videos for reference-set metrics (FVD), or ``None`` when the model has none."""
+        return None
 
     def scheduler_timesteps(self) -> torch.Tensor | None:
         """The timesteps of the current sampling run (``None``: step unknown)."""

@@ -18,7 +18,7 @@ from torch import nn
 
 from vqbench.adapters.base import DTYPE_MAP, ModelAdapter
 from vqbench.config import GenerationSpec
-from vqbench.types import CalibrationSet, TokenLayout, Video
+from vqbench.types import CalibrationSet, SampleContext, TokenLayout, Video
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "mini" / "assets" / "generator"
 
@@ -63,6 +63,26 @@ class MiniAdapter(ModelAdapter):
     def denoiser(self) -> nn.Module:
         """The Latte transformer."""
         return self.transformer
+
+    def metric_defaults(self) -> dict[str, dict[str, Any]]:
+        """The mini world's own evaluators: mini CLIP, tagger and I3D-style detector."""
+        fvd = {"detector": "mini", "frames": 8, "resolution": 32}
+        return {
+            "fvd": fvd,
+            "fvd_fp": fvd,
+            "clipsim": {"backbone": "mini"},
+            "clipsim_evalcrafter": {"backbone": "mini"},
+            "clip_temp": {"backbone": "mini"},
+            "scene_consistency": {"tagger": "mini", "frames": None},
+        }
+
+    def reference_videos(self, samples: list[SampleContext]) -> list[Video] | None:
+        """Real videos of the sampled prompts, rendered with reference seeds (one per sample)."""
+        from vqbench.mini.dataset import EVAL_SEED_BASE, render
+
+        if not all(s.attributes for s in samples):
+            return None  # prompts without world attributes (not a mini suite)
+        return [render(s.attributes, EVAL_SEED_BASE + 1000 + s.seed) for s in samples]
 
     def scheduler_timesteps(self) -> torch.Tensor | None:
         """The DDIM timesteps of the current sampling run."""

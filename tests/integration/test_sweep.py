@@ -1,0 +1,110 @@
+"""``vqbench sweep`` on the tiny random Latte: cells, cache, dry run, SIGKILL resume, submitit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vqbench.cache import CALIBRATION, FP_VIDEOS, Cache
+from vqbench.cli import main
+from vqbench.config import ConfigError
+from vqbench.records import RunRecord
+from vqbench.sweep import cells, load_sweep
+
+SWEEP = """\
+base:
+  model: {{name: tiny-latte}}
+  generation: {{prompts: tiny, num_prompts: 1, steps: 2, batch_size: 1}}
+  calibration: {{prompts: tiny, num_prompts: 1}}
+  latency: {{enabled: false}}
+  metrics: [psnr_fp]
+models: [tiny-latte]
+quantizers: [rtn]
+bits: [{bits}]
+output_dir: {out}
+executor: {executor}
+slurm: {{cluster: local, gpus_per_node: 0, timeout_min: 60}}
+"""
+
+
+def write_sweep(tmp: Path, bits: str = "W8A8, W4A8", executor: str = "local") -> Path:
+    p = tmp / "sweep.yaml"
+    p.write_text(SWEEP.format(bits=bits, out=tmp / "out", executor=executor))
+    return p
+
+
+def _records(out: Path) -> dict[str, RunRecord]:
+    return {p.parent.name: RunRecord.load(p) for p in out.glob("*/*/run.json")}
+
+
+def test_cells_and_bad_bits(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, bits="W8A8, W6A6, W4A8"))
+    grid = cells(sweep)
+    assert [c.label for c in grid] == ["fp", "rtn-W8A8", "rtn-W6A6", "rtn-W4A8"]
+    assert all(c.cfg.cache_dir == str(tmp_path / "out" / ".cache") for c in grid)
+    assert grid[0].is_fp and grid[1].cfg.quantizers[0].w_bits == 8
+    with pytest.raises(ConfigError, match="bits: expected 'W<w>A<a>'"):
+        load_sweep(write_sweep(tmp_path, bits="8x8"))
+
+
+def test_sweep_shares_cache_and_skips_done_cells(tmp_path, capsys):
+    cfg = write_sweep(tmp_path, bits="W8A8")
+    assert main(["sweep", "-c", str(cfg), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "tiny-latte/rtn-W8A8" in plan and "todo" in plan and "cached" not in plan
+    assert main(["sweep", "-c", str(cfg), "-q"]) == 0
+    recs = _records(tmp_path / "out")
+    assert set(recs) == {"fp", "rtn-W8A8"} and recs["rtn-W8A8"].metrics["psnr_fp"]["value"] > 0
+    cache = Cache(tmp_path / "out" / ".cache")
+    assert len(list((cache.root / FP_VIDEOS).glob("*/meta.json"))) == 1
+    assert len(list((cache.root / CALIBRATION).glob("*/meta.json"))) == 1
+    capsys.readouterr()
+    assert main(["sweep", "-c", str(cfg), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert plan.count(" done ") == 2 and plan.count("cached") == 3
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*/*/run.json")}
+    assert main(["sweep", "-c", str(cfg), "-q"]) == 0  # nothing left to do
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path):
+    """Kill the sweep once a quantized cell is finished; the rerun keeps it and does the rest."""
+    cfg = write_sweep(tmp_path, bits="W8A8, W6A6, W4A8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "vqbench.cli", "sweep", "-c", str(cfg), "-q"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = tmp_path / "out" / "tiny-latte" / "rtn-W8A8" / "run.json"
+    deadline = time.monotonic() + 600
+    while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.is_file(), "the first quantized cell did not finish before the kill"
+    done = {p: (p.stat().st_mtime_ns, RunRecord.load(p).created) for p in _done(tmp_path)}
+    assert len(done) < 4, "the sweep finished before it could be killed"
+    assert main(["sweep", "-c", str(cfg), "-q"]) == 0
+    after = {p: (p.stat().st_mtime_ns, RunRecord.load(p).created) for p in _done(tmp_path)}
+    assert len(after) == 4
+    assert all(after[p] == v for p, v in done.items())  # finished cells not redone
+
+
+def _done(tmp: Path) -> list[Path]:
+    return sorted((tmp / "out").glob("*/*/run.json"))
+
+
+@pytest.mark.slow
+def test_submitit_local_executor(tmp_path):
+    pytest.importorskip("submitit")
+    cfg = write_sweep(tmp_path, bits="W8A8", executor="submitit")
+    assert main(["sweep", "-c", str(cfg), "-q"]) == 0
+    recs = _records(tmp_path / "out")
+    assert set(recs) == {"fp", "rtn-W8A8"}
+    logs = list((tmp_path / "out" / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2  # one job per cell

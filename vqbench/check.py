@@ -1,0 +1,274 @@
+"""``vqbench check``: a CI quality gate comparing results with a baseline, per-metric tolerances.
+
+Gates file (YAML)::
+
+    settings: ["*"]            # fnmatch patterns of setting labels to check (default: all)
+    defaults: {abs_tol: 0.0, rel_tol: 0.0, use_ci: true}
+    metrics:                   # only these metrics are gated
+      psnr_fp: {abs_tol: 0.5}
+      ssim_fp: {abs_tol: 0.01, rel_tol: 0.0}
+
+A setting regresses on a metric when its worsening exceeds ``abs_tol + rel_tol * |baseline|``.
+With ``use_ci`` the worsening is measured between the confidence intervals (the baseline's
+pessimistic bound against the candidate's optimistic one), so only a change the CIs resolve
+can fail; without it, between the point values. Settings missing from the candidate, and
+metrics whose version or generation group differ from the baseline's, also fail.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vqbench.config import ConfigError, load_yaml
+from vqbench.records import RunRecord
+
+_GATE_KEYS = {"abs_tol", "rel_tol", "use_ci"}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Tolerance of one metric."""
+
+    abs_tol: float = 0.0
+    rel_tol: float = 0.0
+    use_ci: bool = True
+
+
+@dataclass
+class MetricView:
+    """A metric value with its CI, version and direction."""
+
+    value: float
+    lo: float | None
+    hi: float | None
+    version: str
+    higher_is_better: bool
+
+
+@dataclass
+class Entry:
+    """One setting of one model, from a record or a leaderboard row."""
+
+    model: str
+    setting: str
+    group: str
+    metrics: dict[str, MetricView] = field(default_factory=dict)
+
+
+@dataclass
+class Finding:
+    """The verdict on one (setting, metric)."""
+
+    setting: str
+    metric: str
+    status: str  # ok | REGRESSION | MISSING | INCOMPARABLE
+    base: MetricView | None = None
+    cand: MetricView | None = None
+    allowed: float = 0.0
+    note: str = ""
+
+
+def load_gates(path: str | Path) -> tuple[list[str], dict[str, Gate]]:
+    """Setting patterns and per-metric gates; ``ConfigError`` naming the bad field."""
+    data = load_yaml(path)
+    unknown = set(data) - {"settings", "defaults", "metrics"}
+    if unknown:
+        raise ConfigError(f"gates.{sorted(unknown)[0]}: unknown field")
+    defaults = _gate_fields(data.get("defaults") or {}, "gates.defaults")
+    metrics = data.get("metrics") or {}
+    if not isinstance(metrics, dict) or not metrics:
+        raise ConfigError("gates.metrics: needs a mapping of metric name -> tolerances")
+    gates = {
+        name: Gate(**{**defaults, **_gate_fields(spec or {}, f"gates.metrics.{name}")})
+        for name, spec in metrics.items()
+    }
+    patterns = data.get("settings") or ["*"]
+    if not isinstance(patterns, list):
+        raise ConfigError("gates.settings: expected a list of patterns")
+    return [str(p) for p in patterns], gates
+
+
+def _gate_fields(spec: Any, where: str) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    bad = set(spec) - _GATE_KEYS
+    if bad:
+        raise ConfigError(f"{where}.{sorted(bad)[0]}: unknown field (known: {sorted(_GATE_KEYS)})")
+    out: dict[str, Any] = {}
+    for k in ("abs_tol", "rel_tol"):
+        if k in spec:
+            try:
+                out[k] = float(spec[k])
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{where}.{k}: expected a number, got {spec[k]!r}") from e
+            if out[k] < 0:
+                raise ConfigError(f"{where}.{k}: must be >= 0")
+    if "use_ci" in spec:
+        out["use_ci"] = bool(spec["use_ci"])
+    return out
+
+
+# ---- loading entries ---------------------------------------------------------------------
+def entry_from_record(r: RunRecord) -> Entry:
+    """An :class:`Entry` from a run record."""
+    from vqbench.report.tables import group_key
+
+    e = Entry(str(r.model.get("name") or r.model.get("id")), r.label, group_key(r))
+    for name, m in r.metrics.items():
+        if m["value"] is None:
+            continue
+        ci = m.get("ci") or (None, None)
+        e.metrics[name] = MetricView(
+            float(m["value"]), ci[0], ci[1], str(m["version"]), bool(m.get("higher_is_better", 1))
+        )
+    return e
+
+
+def entries_from_csv(path: Path) -> list[Entry]:
+    """Entries from a ``leaderboard.csv`` written by ``vqbench report``."""
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)  # "" marks a missing value
+    need = {"group", "model", "setting"}
+    if not need <= set(df.columns):
+        raise ConfigError(f"baseline: {path} is not a vqbench leaderboard (needs {sorted(need)})")
+    cols = [c[: -len("_version")] for c in df.columns if c.endswith("_version")]
+    out = []
+    for row in df.to_dict("records"):
+        e = Entry(row["model"], row["setting"], row["group"])
+        for c in cols:
+            if row[c] == "":
+                continue
+            lo, hi = row.get(f"{c}_ci_lo", ""), row.get(f"{c}_ci_hi", "")
+            e.metrics[c.split("@v")[0]] = MetricView(
+                float(row[c]),
+                float(lo) if lo else None,
+                float(hi) if hi else None,
+                row[f"{c}_version"],
+                row.get(f"{c}_higher_is_better", "True") == "True",
+            )
+        out.append(e)
+    return out
+
+
+def load_entries(path: str | Path) -> list[Entry]:
+    """Entries from a ``run.json``, a ``leaderboard.csv``, or a directory of either.
+
+    A directory's ``leaderboard.csv`` wins over its records. For repeated (model, setting)
+    records, the latest (by ``created``, then run id) is kept.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"not found: {p}")
+    if p.is_dir() and (p / "leaderboard.csv").is_file():
+        p = p / "leaderboard.csv"
+    if p.suffix == ".csv":
+        return entries_from_csv(p)
+    if p.is_file():
+        records = [RunRecord.load(p)]
+    else:
+        records = [RunRecord.load(f) for f in sorted(p.rglob("run.json"))]
+    records.sort(key=lambda r: (r.created, r.run_id))
+    latest = {(e.model, e.setting): e for e in map(entry_from_record, records)}
+    return list(latest.values())
+
+
+# ---- comparing ---------------------------------------------------------------------------
+def worsening(base: MetricView, cand: MetricView, use_ci: bool) -> float:
+    """How much worse ``cand`` is than ``base`` (negative: better), CI-aware if asked."""
+    if base.higher_is_better:
+        b = base.lo if use_ci and base.lo is not None else base.value
+        c = cand.hi if use_ci and cand.hi is not None else cand.value
+        return b - c
+    b = base.hi if use_ci and base.hi is not None else base.value
+    c = cand.lo if use_ci and cand.lo is not None else cand.value
+    return c - b
+
+
+def compare(
+    baseline: list[Entry], candidate: list[Entry], patterns: list[str], gates: dict[str, Gate]
+) -> list[Finding]:
+    """Findings for every gated (setting, metric) of the baseline."""
+    cand = {(e.model, e.setting): e for e in candidate}
+    findings = []
+    for b in baseline:
+        if not any(fnmatch.fnmatchcase(b.setting, p) for p in patterns):
+            continue
+        label = f"{b.model}/{b.setting}"
+        c = cand.get((b.model, b.setting))
+        for name, gate in gates.items():
+            bm = b.metrics.get(name)
+            if bm is None:
+                continue  # e.g. fidelity-to-FP metrics on the FP setting
+            allowed = gate.abs_tol + gate.rel_tol * abs(bm.value)
+            cm = c.metrics.get(name) if c else None
+            f = Finding(label, name, "ok", bm, cm, allowed)
+            if c is None or cm is None:
+                f.status, f.note = "MISSING", "not in the results" if c is None else "not measured"
+            elif cm.version != bm.version:
+                f.status, f.note = "INCOMPARABLE", f"metric version {bm.version} -> {cm.version}"
+            elif c.group != b.group:
+                f.status, f.note = "INCOMPARABLE", f"generation group {b.group} -> {c.group}"
+            elif worsening(bm, cm, gate.use_ci) > allowed:
+                f.status = "REGRESSION"
+                f.note = f"worse by {worsening(bm, cm, gate.use_ci):.4g}" + (
+                    " beyond the CIs" if gate.use_ci else ""
+                )
+            findings.append(f)
+    return findings
+
+
+def _mv(m: MetricView | None) -> str:
+    if m is None:
+        return "-"
+    ci = f" [{m.lo:.4g}, {m.hi:.4g}]" if m.lo is not None and m.hi is not None else ""
+    return f"{m.value:.4g}{ci}"
+
+
+def format_findings(findings: list[Finding], verbose: bool = False) -> str:
+    """A readable diff table (failures only unless ``verbose``) and a one-line verdict."""
+    shown = [f for f in findings if verbose or f.status != "ok"]
+    head = ("setting", "metric", "baseline [CI]", "candidate [CI]", "delta", "allowed", "status")
+    rows = [head]
+    for f in shown:
+        delta = f"{f.cand.value - f.base.value:+.4g}" if f.cand and f.base else "-"
+        status = f"{f.status} ({f.note})" if f.note else f.status
+        rows.append(
+            (f.setting, f.metric, _mv(f.base), _mv(f.cand), delta, f"{f.allowed:.4g}", status)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    ]
+    bad = [f for f in findings if f.status != "ok"]
+    counts = {s: sum(f.status == s for f in bad) for s in ("REGRESSION", "MISSING", "INCOMPARABLE")}
+    summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
+    verdict = (
+        f"FAIL: {summary} (of {len(findings)} gated values)"
+        if bad
+        else f"PASS: {len(findings)} gated values within the gates"
+    )
+    return "\n".join((lines if shown else []) + [verdict])
+
+
+def run_check(
+    baseline: str | Path, gates: str | Path, results: str | Path, verbose: bool = False
+) -> tuple[bool, str]:
+    """Compare ``results`` with ``baseline`` under ``gates``; ``(passed, report text)``."""
+    patterns, gate_map = load_gates(gates)
+    base = load_entries(baseline)
+    cand = load_entries(results)
+    gated = {m for e in base for m in e.metrics} & set(gate_map)
+    if not gated:
+        raise ConfigError(
+            f"gates.metrics: none of {sorted(gate_map)} is in the baseline {baseline}"
+        )
+    findings = compare(base, cand, patterns, gate_map)
+    if not findings:
+        raise ConfigError(f"gates.settings: no baseline setting matches {patterns}")
+    passed = all(f.status == "ok" for f in findings)
+    return passed, format_findings(findings, verbose)
