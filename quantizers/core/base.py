@@ -112,6 +112,9 @@ class BaseQuantizer:
     supported_bits: ClassVar[frozenset[tuple[int, int]]] = frozenset(
         (w, a) for w in BITS for a in BITS
     )
+    #: the cheapest parameters that still run every code path (iterations, epochs); the
+    #: registry-generated conformance suite uses them so it stays fast on a CPU
+    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: QuantConfig | None = None) -> None:
         config = self.config_cls() if config is None else config

@@ -14,18 +14,27 @@ from quantizers.core.linear import LayerSpec, QWeight
 from quantizers.core.quantizer import qparams_from_range, quantize_codes
 
 
-def _params(w: torch.Tensor, spec: LayerSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def _params(
+    w: torch.Tensor, spec: LayerSpec, clip: torch.Tensor | float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     if spec.w_granularity == "tensor":
         lo, hi = w.min().reshape(1, 1), w.max().reshape(1, 1)
     else:
         lo, hi = w.amin(1, keepdim=True), w.amax(1, keepdim=True)
-    return qparams_from_range(lo, hi, spec.w_bits, spec.w_symmetric)
+    return qparams_from_range(lo * clip, hi * clip, spec.w_bits, spec.w_symmetric)
 
 
 def gptq_quantize(
-    weight: torch.Tensor, hessian: torch.Tensor, spec: LayerSpec, damp: float = 0.01
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    spec: LayerSpec,
+    damp: float = 0.01,
+    clip_ratio: torch.Tensor | float = 1.0,
 ) -> QWeight:
-    """Quantize ``weight [N, K]`` with GPTQ under ``spec``; returns codes, scales, zeros."""
+    """Quantize ``weight [N, K]`` with GPTQ under ``spec``; returns codes, scales, zeros.
+
+    ``clip_ratio`` (scalar or ``[N, 1]``) shrinks each row's min-max range (learned clipping).
+    """
     w = weight.detach().double().clone()
     n, k = w.shape
     h = hessian.detach().double().clone()
@@ -40,7 +49,7 @@ def gptq_quantize(
     codes = torch.zeros(n, k, dtype=torch.double)
     scales, zeros = [], []
     if not grouped:
-        scale, zero = _params(w, spec)
+        scale, zero = _params(w, spec, clip_ratio)
         scales, zeros = [scale], [zero]
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
@@ -48,7 +57,7 @@ def gptq_quantize(
         err1 = torch.zeros_like(w1)
         h1 = hinv[i1:i2, i1:i2]
         if grouped:
-            scale, zero = _params(w1, spec)
+            scale, zero = _params(w1, spec, clip_ratio)
             scales.append(scale)
             zeros.append(zero)
         for i in range(i2 - i1):

@@ -1,0 +1,363 @@
+"""QALoRA (EfficientDM) distillation: LoRA inside the weight quantizer, LSQ step sizes.
+
+Training (methods.md §2.4, §2.9, §5.7) replaces each planned linear by a
+:class:`QALoRALinear`::
+
+    y = Q_a(x) LSQ(W + B A)^T + b  [+ side(Q_a(x))]
+
+with ``A`` Kaiming-initialised, ``B`` zero (rank ``r``), the per-group weight step ``delta``
+learnable (the zero-point stays fixed) and an optional FP ``side`` branch (Q-VDiT's TQE).
+:func:`distill` trains all layers end to end against the FP outputs of a
+:class:`~vqbench.types.CalibrationSet` (AdamW, cosine schedule). At deployment the LoRA is
+merged into the weight *before* the final quantization (:func:`lsq_qweight`), so it costs
+nothing at inference. :class:`QALoRAQuantizer` packages this as a quantizer; methods override
+:meth:`~QALoRAQuantizer._side_branch`, :meth:`~QALoRAQuantizer._loss` and
+:meth:`~QALoRAQuantizer._make_layer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from quantizers.core.base import BaseQuantizer, QuantConfig
+from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant, QWeight
+from quantizers.core.policy import LayerPlan
+from quantizers.core.quantizer import (
+    EPS,
+    LSQQuantizer,
+    fake_quant_act,
+    group_view,
+    mse_clip_search,
+    quantize_codes,
+    weight_qparams,
+)
+from vqbench.types import CalibrationSet, QuantState, QuantTarget
+
+logger = logging.getLogger(__name__)
+LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+def kaiming_uniform(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    """``nn.Linear``'s default init (Kaiming-uniform, ``a = sqrt(5)``) of a ``[rows, cols]``
+    weight: ``U(-1/sqrt(cols), 1/sqrt(cols))``, drawn from ``generator``."""
+    bound = 1.0 / math.sqrt(cols)
+    return (torch.rand(rows, cols, generator=generator) * 2 - 1) * bound
+
+
+class QALoRALinear(nn.Module):
+    """Training-time stand-in for an ``nn.Linear``: LoRA inside an LSQ weight quantizer."""
+
+    def __init__(
+        self,
+        linear: nn.Linear,
+        spec: LayerSpec,
+        rank: int,
+        generator: torch.Generator,
+        mse_init: bool = True,
+        act_quant: bool = False,
+        side: nn.Module | None = None,
+    ) -> None:
+        """``act_quant``: fake-quantize inputs (dynamic per token, STE) during training;
+        ``side(x_q)`` is added to the output, ``x_q`` being the (quantized) input."""
+        super().__init__()
+        self.linear = linear
+        self.spec, self.act_quant, self.side = spec, act_quant, side
+        n, k = linear.weight.shape
+        r = max(1, min(rank, n, k))
+        dev = linear.weight.device
+        self.lora_a = nn.Parameter(kaiming_uniform(r, k, generator).to(dev))
+        self.lora_b = nn.Parameter(torch.zeros(n, r, device=dev))
+        self.lsq: LSQQuantizer | None = None
+        if spec.w_bits < 16:
+            w = linear.weight.detach().float()
+            gran, gs, sym = spec.w_granularity, spec.group_size, spec.w_symmetric
+            ratio = mse_clip_search(w, spec.w_bits, gran, gs, sym) if mse_init else 1.0
+            scale, zero = weight_qparams(w, spec.w_bits, gran, gs, sym, ratio)
+            self.lsq = LSQQuantizer(scale, zero, spec.w_bits, sym)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The frozen FP weight (for code that probes ``.weight`` for dtype or device)."""
+        return self.linear.weight
+
+    def merged_weight(self) -> torch.Tensor:
+        """``W + B A`` in float32 (differentiable in the LoRA factors)."""
+        return self.linear.weight.float() + self.lora_b @ self.lora_a
+
+    def quant_weight(self) -> torch.Tensor:
+        """``LSQ(W + B A)`` (the merged weight itself when weights stay FP)."""
+        w = self.merged_weight()
+        if self.lsq is None:
+            return w
+        s = self.spec
+        return self.lsq(group_view(w, s.w_granularity, s.group_size)).reshape(w.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.spec
+        if self.act_quant and s.a_bits < 16:
+            x = fake_quant_act(x, s.a_bits, s.a_symmetric)
+        bias = self.linear.bias
+        y = F.linear(x, self.quant_weight().to(x.dtype), None if bias is None else bias.to(x.dtype))
+        return y if self.side is None else y + self.side(x).to(y.dtype)
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        """LoRA factors plus the side branch's parameters."""
+        side = [] if self.side is None else list(self.side.parameters())
+        return [self.lora_a, self.lora_b, *side]
+
+
+def lsq_qweight(
+    w: torch.Tensor, delta: torch.Tensor, zero: torch.Tensor, spec: LayerSpec
+) -> QWeight:
+    """Integer codes of ``w [N, K]`` under learned LSQ ``delta``/``zero`` (as in training)."""
+    bits, sym = spec.w_bits, spec.w_symmetric
+    scale = delta.detach().float().abs().clamp_min(EPS)
+    zero = zero.detach().float()
+    grouped = group_view(w.detach().float(), spec.w_granularity, spec.group_size)
+    codes = quantize_codes(grouped, scale, zero, bits, sym)
+    off = 0 if sym else 2 ** (bits - 1)
+    shape = (1, 1) if spec.w_granularity == "tensor" else (w.shape[0], -1)
+    return QWeight(
+        (codes - off).reshape(w.shape).to(torch.int8),
+        scale.reshape(shape),
+        (zero - off).reshape(shape),
+    )
+
+
+def merge(layer: QALoRALinear) -> tuple[torch.Tensor, QWeight | None]:
+    """Deployment form of a trained layer: merged weight ``W + B A`` and its LSQ codes."""
+    w = layer.merged_weight().detach()
+    if layer.lsq is None:
+        return w, None
+    return w, lsq_qweight(w, layer.lsq.delta, layer.lsq.zero, layer.spec)
+
+
+def distill(
+    target: QuantTarget,
+    calib: CalibrationSet,
+    layers: dict[str, QALoRALinear],
+    loss_fn: LossFn,
+    iters: int,
+    batch_size: int,
+    lr_lora: float,
+    lr_delta: float,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    desc: str = "distill",
+) -> list[dict[str, float]]:
+    """Train ``layers`` (swapped into ``target.module`` meanwhile) end to end.
+
+    Each iteration draws ``batch_size`` random calibration rows, runs ``target.forward`` and
+    minimises ``loss_fn(out, fp_out)`` with AdamW (LoRA and side parameters at ``lr_lora``,
+    LSQ steps at ``lr_delta``) under a cosine schedule to 0. Every other parameter is frozen
+    and the original linears are restored afterwards. Returns the per-iteration losses.
+    """
+    module = target.module
+    frozen = {p: p.requires_grad for p in module.parameters()}
+    originals = {n: module.get_submodule(n) for n in layers}
+    history: list[dict[str, float]] = []
+    if iters <= 0 or not layers:
+        return history
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        for n, layer in layers.items():
+            module.set_submodule(n, layer)
+        lora = [p for layer in layers.values() for p in layer.lora_parameters()]
+        deltas = [layer.lsq.delta for layer in layers.values() if layer.lsq is not None]
+        for p in lora + deltas:
+            p.requires_grad_(True)
+        groups = [{"params": lora, "lr": lr_lora}]
+        if deltas:
+            groups.append({"params": deltas, "lr": lr_delta})
+        opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iters, eta_min=0.0)
+        gen = torch.Generator().manual_seed(seed)
+        bs = min(batch_size, len(calib))
+        with torch.enable_grad(), tqdm(range(iters), desc=desc, disable=None, leave=False) as bar:
+            for _ in bar:
+                idx = torch.randperm(len(calib), generator=gen)[:bs]
+                batch = next(calib.subset(idx).batches(bs))
+                out = target.forward(batch)
+                loss, parts = loss_fn(out, batch["outputs"].to(out.device, out.dtype))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                history.append({"loss": float(loss.detach()), **parts})
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3g}")
+    finally:
+        for n, lin in originals.items():
+            module.set_submodule(n, lin)
+        for p, flag in frozen.items():
+            p.requires_grad_(flag)
+    return history
+
+
+def mse_loss(out: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean squared error against the FP output (EfficientDM's distillation loss)."""
+    loss = F.mse_loss(out.float(), ref.float())
+    return loss, {"mse": float(loss.detach())}
+
+
+@dataclass(frozen=True)
+class QALoRAConfig(QuantConfig):
+    """Distillation settings. ``iters`` AdamW steps of ``calib_batch_size`` rows; LoRA rank
+    ``lora_rank`` (capped by the layer width); ``lr_lora`` for LoRA (and side branches),
+    ``lr_delta`` for the LSQ steps; ``mse_init``: weight steps start from an MSE clip
+    search; ``train_act_quant``: activations fake-quantized during training; ``seed`` for
+    the LoRA init and batch order. The defaults fit the mini model (methods.md §2.9 lists
+    Open-Sora's: 10k iterations, batch 4, lr 1e-5 / 1e-6)."""
+
+    calib_batch_size: int = 2
+    iters: int = 120
+    lora_rank: int = 32
+    lr_lora: float = 5e-4
+    lr_delta: float = 2e-5
+    weight_decay: float = 0.01
+    mse_init: bool = True
+    train_act_quant: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.a_granularity != "token":
+            raise ValueError(
+                "a_granularity: QALoRA distillation uses dynamic per-token activations"
+            )
+        if self.iters < 0 or self.lora_rank < 1:
+            raise ValueError("iters must be >= 0 and lora_rank >= 1")
+        for f in ("lr_lora", "lr_delta", "weight_decay"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"{f}: must be >= 0, got {getattr(self, f)}")
+        super().__post_init__()
+
+
+class QALoRAQuantizer(BaseQuantizer):
+    """Distillation-calibrated quantizer: QALoRA + LSQ trained end to end, then merged."""
+
+    name = "qalora"
+    config_cls = QALoRAConfig
+    smoke_params: ClassVar[dict[str, Any]] = {"iters": 3}
+
+    # ---- hooks for methods built on this ----------------------------------------------------
+    def _prepare(
+        self, target: QuantTarget, calib: CalibrationSet, plans: dict[str, LayerPlan]
+    ) -> dict[str, Any]:
+        """Statistics gathered on the FP model before training (none here)."""
+        return {}
+
+    def _side_branch(
+        self, name: str, linear: nn.Linear, plan: LayerPlan, target: QuantTarget, prep: dict
+    ) -> nn.Module | None:
+        """An FP branch added to the layer output (none here; Q-VDiT's TQE)."""
+        return None
+
+    def _loss(self, target: QuantTarget) -> LossFn:
+        """The distillation loss (MSE here)."""
+        return mse_loss
+
+    def _train_act_quant(self) -> bool:
+        return self.config.train_act_quant
+
+    # ---- calibration -----------------------------------------------------------------------
+    def _calibrate(
+        self, target: QuantTarget, calib: CalibrationSet, plans: dict[str, LayerPlan]
+    ) -> QuantState:
+        cfg = self.config
+        t0 = time.perf_counter()
+        prep = self._prepare(target, calib, plans)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        layers = {}
+        for name, plan in plans.items():
+            linear = target.module.get_submodule(name)
+            if plan.spec is None or not isinstance(linear, nn.Linear):
+                continue
+            side = self._side_branch(name, linear, plan, target, prep)
+            layers[name] = QALoRALinear(
+                linear, plan.spec, cfg.lora_rank, gen, cfg.mse_init, self._train_act_quant(), side
+            )
+        history = distill(
+            target,
+            calib,
+            layers,
+            self._loss(target),
+            cfg.iters,
+            cfg.calib_batch_size,
+            cfg.lr_lora,
+            cfg.lr_delta,
+            cfg.weight_decay,
+            cfg.seed,
+            desc=f"{self.name} W{cfg.w_bits}A{cfg.a_bits}",
+        )
+        tensors: dict[str, torch.Tensor] = {}
+        for name, layer in layers.items():
+            tensors[f"{name}.lora_a"] = layer.lora_a.detach().clone()
+            tensors[f"{name}.lora_b"] = layer.lora_b.detach().clone()
+            if layer.lsq is not None:
+                tensors[f"{name}.w_delta"] = layer.lsq.delta.detach().clone()
+                tensors[f"{name}.w_zero"] = layer.lsq.zero.detach().clone()
+            if layer.side is not None:
+                for k, v in layer.side.state_dict().items():
+                    tensors[f"{name}.side.{k}"] = v.detach().clone()
+        meta = {"iters": len(history), "calib_seconds": round(time.perf_counter() - t0, 2)}
+        if history:
+            k = max(1, len(history) // 10)
+            meta["loss_first"] = _mean(history[:k])
+            meta["loss_last"] = _mean(history[-k:])
+        return QuantState(tensors=tensors, meta=meta)
+
+    # ---- deployment --------------------------------------------------------------------------
+    def _build_layer(
+        self, name: str, linear: nn.Linear, plan: LayerPlan, state: QuantState
+    ) -> QuantLinear:
+        """Merge the LoRA into the weight, quantize with the learned steps, attach the side."""
+        dev = linear.weight.device
+        t = {k: v.to(dev) for k, v in state.tensors.items() if k.startswith(f"{name}.")}
+        w = linear.weight.detach().float() + t[f"{name}.lora_b"] @ t[f"{name}.lora_a"]
+        qw = None
+        if plan.spec.w_bits < 16:
+            qw = lsq_qweight(w, t[f"{name}.w_delta"], t[f"{name}.w_zero"], plan.spec)
+        mode = self.config.kernel
+        variants = [QuantVariant(plan.spec, mode, w.to(linear.weight.dtype), qw)]
+        if plan.early is not None:  # the LoRA fits the low-bit grid: early steps get RTN of W
+            variants.append(QuantVariant(plan.early, mode, linear.weight.detach()))
+        prefix = f"{name}.side."
+        side = {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
+        return self._make_layer(name, linear, variants, side, state)
+
+    def _make_layer(
+        self,
+        name: str,
+        linear: nn.Linear,
+        variants: list[QuantVariant],
+        side: dict[str, torch.Tensor],
+        state: QuantState,
+    ) -> QuantLinear:
+        """The deployed layer (a plain ``QuantLinear`` here)."""
+        return QuantLinear(linear, variants, early_steps=self.config.early_steps)
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(sum(r[k] for r in rows) / len(rows), 6) for k in rows[0]}
+
+
+__all__ = [
+    "QALoRAConfig",
+    "QALoRALinear",
+    "QALoRAQuantizer",
+    "distill",
+    "kaiming_uniform",
+    "lsq_qweight",
+    "merge",
+    "mse_loss",
+]
