@@ -43,7 +43,7 @@ class ModelSpec:
 class GenerationSpec:
     """How videos are generated. ``None`` fields take the model adapter's defaults."""
 
-    prompts: str = "mini_eval"  # a suite name in prompts/ or a path to a .jsonl file
+    prompts: str = "mini_quick"  # a suite name in prompts/ or a path to a .jsonl file
     num_prompts: int | None = None  # first n prompts of the suite; None = all
     seeds: list[int] = field(default_factory=lambda: [0])  # one video per prompt and seed
     steps: int | None = None

@@ -283,6 +283,24 @@ def eval_prompts(n: int = 24, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
+def quick_prompts(n: int = 12) -> list[dict[str, Any]]:
+    """A subset of :func:`eval_prompts` for the default run, chosen greedily so every
+    attribute value appears as evenly as the eval suite allows (ids kept)."""
+    pool = eval_prompts()
+    counts: dict[str, dict[str, int]] = {k: {} for k in ATTRIBUTES}
+    chosen: list[dict[str, Any]] = []
+    while len(chosen) < n:
+        best = min(
+            (p for p in pool if p not in chosen),
+            key=lambda p: sum(counts[k].get(p["attributes"][k], 0) for k in ATTRIBUTES),
+        )
+        chosen.append(best)
+        for k in ATTRIBUTES:
+            v = best["attributes"][k]
+            counts[k][v] = counts[k].get(v, 0) + 1
+    return chosen
+
+
 def calib_prompts(n: int = 16, seed: int = 1, two_object_every: int = 4) -> list[dict[str, Any]]:
     """A calibration suite disjoint from :func:`eval_prompts`; every 4th prompt has two objects."""
     taken = {caption(p["attributes"]) for p in eval_prompts()}
@@ -313,9 +331,11 @@ def _prompt_record(pid: str, attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_prompt_suites(directory: Path = PROMPTS_DIR) -> list[Path]:
-    """Write ``mini_calib.jsonl`` and ``mini_eval.jsonl`` (one JSON object per line)."""
+    """Write ``mini_calib.jsonl``, ``mini_eval.jsonl`` and ``mini_quick.jsonl`` (JSONL)."""
     paths = []
-    for name, records in (("mini_calib", calib_prompts()), ("mini_eval", eval_prompts())):
+    suites = {"mini_calib": calib_prompts(), "mini_eval": eval_prompts()}
+    suites["mini_quick"] = quick_prompts()
+    for name, records in suites.items():
         p = Path(directory) / f"{name}.jsonl"
         p.write_text("".join(json.dumps(r) + "\n" for r in records))
         paths.append(p)
