@@ -9,7 +9,10 @@ Used by salience-balancing methods (PTQ4DiT's CSB/SSC, ViDiT-Q's channel balanci
   ranks, as ``scipy.stats.spearmanr``);
 - :func:`salience_weights`: SSC's ``eta_t = softmax_t(-rho_t)``;
 - :func:`timestep_edges` / :func:`collect_timestep_stats`: per-channel min/max of every
-  linear input, one bucket per distinct calibration timestep.
+  linear input, one bucket per distinct calibration timestep;
+- :class:`ButterflyHadamard`: the rotation of
+  :class:`~quantizers.core.transforms.BlockHadamard` stored as 2x2 Hadamard factors (the
+  butterflies of the fast Walsh-Hadamard transform) plus the odd orthogonal factor.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from quantizers.core.calib import collect_act_stats
 from quantizers.core.observers import MinMaxObserver
+from quantizers.core.transforms import BlockHadamard, hadamard, random_orthogonal
 from vqbench.types import CalibrationSet, QuantTarget
 
 EPS = 1e-5
@@ -127,7 +132,26 @@ def collect_timestep_stats(
     return out
 
 
+class ButterflyHadamard(BlockHadamard):
+    """Same matrix as ``BlockHadamard(k, seed)``, stored as ``Q_p (x) H_2 (x) ... (x) H_2``.
+
+    Sylvester's ``H_(2^m)`` is the Kronecker product of ``m`` copies of ``H_2``, so this keeps
+    4 numbers per power of 2 instead of ``a^2 + b^2`` (e.g. 20 instead of 80 for width 32),
+    at ``m`` passes over the input instead of 2 (the fast Walsh-Hadamard transform's shape).
+    """
+
+    def __init__(self, k: int, seed: int = 0) -> None:
+        nn.Module.__init__(self)
+        self.k = k
+        m = (k & -k).bit_length() - 1  # largest power of 2 dividing k
+        p = k >> m
+        factors = ([random_orthogonal(p, seed)] if p > 1 else []) + [hadamard(2)] * m
+        for i, f in enumerate(factors):
+            self.register_buffer(f"f{i}", f.clone())
+
+
 __all__ = [
+    "ButterflyHadamard",
     "TimestepStats",
     "balance_vector",
     "channel_salience",

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from quantizers.core.balance import ButterflyHadamard
 from quantizers.core.base import BITS, BaseQuantizer, QuantConfig
 from quantizers.core.calib import collect_act_stats
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant
 from quantizers.core.observers import EMAObserver, time_range_edges
 from quantizers.core.policy import LayerPlan
-from quantizers.core.transforms import BlockHadamard, smoothing_scale
+from quantizers.core.transforms import smoothing_scale
 from quantizers.viditq.mixed_precision import decoupled_selection
 from vqbench.types import CalibrationSet, QuantState, QuantTarget
 
@@ -167,10 +168,11 @@ class ViDiTQQuantizer(BaseQuantizer):
     ) -> QuantLinear:
         edges = tuple(state.meta["t_edges"])
         mode, w = self.config.kernel, linear.weight.detach()
-        rot = None
+        rot = r_mat = None
         if self.config.rotate:
-            rot = BlockHadamard(linear.in_features, self.config.seed).to(w.device)
-        r_mat = None if rot is None else rot.matrix().to(w.device)
+            rot = ButterflyHadamard(linear.in_features, self.config.seed)
+            r_mat = rot.matrix().to(w.device)  # built on CPU, then moved with the layer
+            rot = rot.to(w.device)
         smooth = [c.to(w.device) for c in self.balancing(name, w, state)]
 
         def folded(c: torch.Tensor) -> torch.Tensor:

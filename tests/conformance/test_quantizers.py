@@ -112,10 +112,9 @@ def test_memory_shrinks(name, make_target, calib, eval_batch):
         fp16 = sum(2 * m.in_features * m.out_features for m in qls)
         sizes[w] = sum(m.memory_bytes() for m in qls)
         assert model_weight_bytes(target.module) < fp_bytes
-        # tiny 32-wide layers: scale, zero, fp32 bias (12 B per row) and transforms cost
-        # (a 32x32 fp32 rotation is 4x the layer's int8 codes); the ~4x of W4 vs fp16 on
-        # real widths is checked in tests/unit
-        assert fp16 / sizes[w] > {8: 1.15, 4: 1.8}[w]
+        # tiny 32-wide layers: scale, zero, fp32 bias (12 B per row) and transforms cost;
+        # the ~4x of W4 vs fp16 on real widths is checked in tests/unit
+        assert fp16 / sizes[w] > {8: 1.2, 4: 1.8}[w]
     assert sizes[4] < 0.75 * sizes[8]
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from quantizers.core import LayerSpec, QuantLinear, sampling_step
+from quantizers.core.balance import ButterflyHadamard
 from quantizers.core.policy import LayerPlan
 from quantizers.core.transforms import BlockHadamard, smoothing_scale
 from quantizers.viditq import ViDiTQQuantizer
@@ -51,6 +52,20 @@ def test_balancing_folds_exactly_in_every_time_range():
         for t in (100.0, 900.0):
             with sampling_step(0, 10, t):
                 assert torch.allclose(ql(x), lin(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [12, 32, 96, 1152])
+def test_butterfly_rotation_is_the_block_hadamard_with_fewer_stored_numbers(k):
+    fast, block = ButterflyHadamard(k, seed=3), BlockHadamard(k, seed=3)
+    r = fast.matrix()
+    assert torch.allclose(r, block.matrix(), atol=1e-6)
+    assert torch.allclose(r @ r.t(), torch.eye(k), atol=1e-5)
+    x = torch.randn(5, k)
+    assert torch.allclose(fast(x), x @ r, atol=1e-5)
+    numel = sum(b.numel() for b in fast.buffers())
+    assert numel <= sum(b.numel() for b in block.buffers())
+    if k == 32:
+        assert numel == 20  # five 2x2 butterflies instead of 4x4 and 8x8 factors
 
 
 def test_without_rotation_only_smoothing_is_folded():
