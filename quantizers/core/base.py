@@ -104,6 +104,34 @@ def _normalize(key: str, value: Any, hint: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class SmoothingConfig(QuantConfig):
+    """Shared fields of SmoothQuant-style channel smoothing: ``alpha`` (or one per time
+    range in ``alphas``), ``time_ranges`` equal-width timestep ranges with their own
+    statistics, ``momentum`` of the EMA of channel maxima. Dynamic per-token activations."""
+
+    alpha: float = 0.5
+    alphas: tuple[float, ...] = ()
+    time_ranges: int = 1
+    momentum: float = 0.95
+    method: ClassVar[str] = "smoothing"
+
+    def __post_init__(self) -> None:
+        if self.a_granularity != "token":
+            raise ValueError(f"a_granularity: {self.method} uses dynamic per-token activations")
+        if self.time_ranges < 1:
+            raise ValueError(f"time_ranges: must be >= 1, got {self.time_ranges}")
+        if self.alphas and len(self.alphas) != self.time_ranges:
+            raise ValueError(f"alphas: needs one value per time range ({self.time_ranges})")
+        if not all(0 <= a <= 1 for a in (self.alpha, *self.alphas)):
+            raise ValueError("alpha/alphas: must lie in [0, 1]")
+        super().__post_init__()
+
+    def alpha_of(self, r: int) -> float:
+        """The migration strength of time range ``r``."""
+        return self.alphas[r] if self.alphas else self.alpha
+
+
 class BaseQuantizer:
     """Round-to-nearest quantizer and the template every method follows."""
 

@@ -9,10 +9,11 @@ into the weight (one weight variant per time range).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
-from quantizers.core.base import BaseQuantizer, QuantConfig
+from quantizers.core.base import BaseQuantizer, SmoothingConfig
 from quantizers.core.calib import collect_act_stats
 from quantizers.core.linear import QuantLinear, QuantVariant
 from quantizers.core.observers import EMAObserver, time_range_edges
@@ -22,28 +23,11 @@ from vqbench.types import CalibrationSet, QuantState, QuantTarget
 
 
 @dataclass(frozen=True)
-class SmoothQuantConfig(QuantConfig):
+class SmoothQuantConfig(SmoothingConfig):
     """``alpha`` (or one per time range in ``alphas``), ``time_ranges`` equal-width timestep
     ranges with their own statistics, ``momentum`` of the EMA of per-batch channel maxima."""
 
-    alpha: float = 0.5
-    alphas: tuple[float, ...] = ()
-    time_ranges: int = 1
-    momentum: float = 0.95
-
-    def __post_init__(self) -> None:
-        if self.a_granularity != "token":
-            raise ValueError("a_granularity: smoothquant uses dynamic per-token activations")
-        if self.time_ranges < 1:
-            raise ValueError(f"time_ranges: must be >= 1, got {self.time_ranges}")
-        if self.alphas and len(self.alphas) != self.time_ranges:
-            raise ValueError(f"alphas: needs one value per time range ({self.time_ranges})")
-        if not all(0 <= a <= 1 for a in (self.alpha, *self.alphas)):
-            raise ValueError("alpha/alphas: must lie in [0, 1]")
-        super().__post_init__()
-
-    def alpha_of(self, r: int) -> float:
-        return self.alphas[r] if self.alphas else self.alpha
+    method: ClassVar[str] = "smoothquant"
 
 
 class SmoothQuantQuantizer(BaseQuantizer):

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from quantizers.core.balance import ButterflyHadamard
-from quantizers.core.base import BITS, BaseQuantizer, QuantConfig
+from quantizers.core.base import BITS, BaseQuantizer, SmoothingConfig
 from quantizers.core.calib import collect_act_stats
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant
 from quantizers.core.observers import EMAObserver, time_range_edges
@@ -35,7 +36,7 @@ from vqbench.types import CalibrationSet, QuantState, QuantTarget
 
 
 @dataclass(frozen=True)
-class ViDiTQConfig(QuantConfig):
+class ViDiTQConfig(SmoothingConfig):
     """Channel balancing: ``alpha`` (SmoothQuant convention: the exponent of the activation
     maximum; ViDiT-Q's code writes ``1 - alpha``) or one per time range in ``alphas``,
     ``time_ranges`` equal-width timestep ranges with their own statistics, ``momentum`` of
@@ -45,10 +46,7 @@ class ViDiTQConfig(QuantConfig):
     Mixed precision: ``mp_fraction`` of the quantized weight parameters (by size) raised to
     at least ``mp_bits = (w, a)``, chosen on ``mp_rows`` calibration rows (0 = off)."""
 
-    alpha: float = 0.5
-    alphas: tuple[float, ...] = ()
-    time_ranges: int = 1
-    momentum: float = 0.95
+    method: ClassVar[str] = "viditq"
     rotate: bool = True
     seed: int = 0
     mp_fraction: float = 0.0
@@ -56,14 +54,6 @@ class ViDiTQConfig(QuantConfig):
     mp_rows: int = 8
 
     def __post_init__(self) -> None:
-        if self.a_granularity != "token":
-            raise ValueError("a_granularity: viditq uses dynamic per-token activations")
-        if self.time_ranges < 1:
-            raise ValueError(f"time_ranges: must be >= 1, got {self.time_ranges}")
-        if self.alphas and len(self.alphas) != self.time_ranges:
-            raise ValueError(f"alphas: needs one value per time range ({self.time_ranges})")
-        if not all(0 <= a <= 1 for a in (self.alpha, *self.alphas)):
-            raise ValueError("alpha/alphas: must lie in [0, 1]")
         if not 0 <= self.mp_fraction <= 1:
             raise ValueError(f"mp_fraction: must lie in [0, 1], got {self.mp_fraction}")
         if len(self.mp_bits) != 2 or any(b not in BITS for b in self.mp_bits):
@@ -71,9 +61,6 @@ class ViDiTQConfig(QuantConfig):
         if self.mp_rows < 1:
             raise ValueError(f"mp_rows: must be >= 1, got {self.mp_rows}")
         super().__post_init__()
-
-    def alpha_of(self, r: int) -> float:
-        return self.alphas[r] if self.alphas else self.alpha
 
 
 def _raise(spec: LayerSpec | None, bits: tuple[int, int]) -> LayerSpec | None:
