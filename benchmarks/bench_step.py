@@ -19,28 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from bench_kernels import timed  # the sibling script (run as benchmarks/bench_step.py)
 
 from vqbench.adapters.mini import MiniAdapter
 from vqbench.config import GenerationSpec
 from vqbench.registry import QUANTIZERS
 from vqbench.types import CalibrationSet, QuantTarget
-
-
-def timed(fn: Callable[[], object], iters: int) -> float:
-    """Median seconds of ``iters`` calls after one warm-up call."""
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def mini_case() -> tuple[MiniAdapter, GenerationSpec, dict[str, torch.Tensor]]:
@@ -96,7 +83,8 @@ def bench(
         if bits is not None:
             q = QUANTIZERS.get("rtn").from_spec(*bits, kernel="real")
             q.quantize(target, q.calibrate(target, _one_row(batch)))
-        out[label] = timed(lambda t=target, b=batch: t.forward(b), iters)
+        with torch.no_grad():
+            out[label] = timed(lambda t=target, b=batch: t.forward(b), iters)
     return out
 
 
