@@ -15,7 +15,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from quantizers.core.quantizer import qparams_from_range, qrange
+from quantizers.core.quantizer import qparams_from_range, qrange, token_range
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,7 @@ def quantize_act_int8(
     Returns ``(q int8 [M, K], scale [M or 1, 1], z_s [M or 1, 1])``.
     """
     if scale is None or zero is None:
-        lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
+        lo, hi = token_range(x)
         scale, zero = qparams_from_range(lo, hi, bits, symmetric)
     qmin, qmax = qrange(bits, symmetric)
     off = 0 if symmetric else 2 ** (bits - 1)

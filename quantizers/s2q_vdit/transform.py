@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from quantizers.core.quantizer import fake_quant, qparams_from_range
+from quantizers.core.quantizer import fake_quant, qparams_from_range, token_range
 from quantizers.core.transforms import hadamard, random_orthogonal
 
 
@@ -63,7 +63,7 @@ def transform_hessian(
 
 def clip_tokens(x: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     """Clamp each token (last dim) to ``ratio`` times its ``[min, max]``."""
-    lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
+    lo, hi = token_range(x)
     return torch.minimum(torch.maximum(x, lo * ratio), hi * ratio)
 
 
@@ -144,7 +144,7 @@ class TrainableLinear(nn.Module):
         w = self.linear.weight
         xt = kron_apply(x / c.to(x.dtype), self.f0, self.f1)
         if self.a_bits < 16:
-            lo, hi = torch.aminmax(xt.detach(), dim=-1, keepdim=True)
+            lo, hi = token_range(xt.detach())
             r = torch.sigmoid(self.a_clip)
             xt = _ste_quant(xt, lo * r, hi * r, self.a_bits, self.a_sym)
         wt = kron_apply(w * c, torch.linalg.inv(self.f0).t(), torch.linalg.inv(self.f1).t())
