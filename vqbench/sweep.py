@@ -58,6 +58,7 @@ class SweepConfig:
     bits: list[str] = field(default_factory=lambda: ["W8A8"])
     kernel: str = "fake"
     params: dict[str, Any] = field(default_factory=dict)  # quantizer name -> method params
+    extra: list[QuantSpec] = field(default_factory=list)  # settings beyond the grid (ablations)
     output_dir: str = "runs/sweep"
     cache_dir: str | None = None  # None: <output_dir>/.cache
     executor: str = "local"
@@ -119,9 +120,10 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 def cells(sweep: SweepConfig) -> list[Cell]:
-    """The grid in run order: per model, FP first, then quantizer x bits.
+    """The grid in run order: per model, FP first, then quantizer x bits, then ``extra``.
 
-    Bit settings a method does not support are left out (logged).
+    Bit settings a method does not support are left out of the grid (logged); an ``extra``
+    setting must be supported, and every label must be unique.
     """
     from vqbench.registry import QUANTIZERS
 
@@ -148,6 +150,16 @@ def cells(sweep: SweepConfig) -> list[Cell]:
                     continue
                 q = QuantSpec(name, w, a, sweep.kernel, dict(sweep.params.get(name, {})))
                 out.append(Cell(key, q.label, validate(replace(base, quantizers=[q]))))
+        labels = {c.label for c in out if c.model == key}
+        for j, q in enumerate(sweep.extra):
+            qcls = QUANTIZERS.get(q.name, f"extra[{j}].name")
+            if (q.w_bits, q.a_bits) not in getattr(qcls, "supported_bits", {(q.w_bits, q.a_bits)}):
+                raise ConfigError(f"extra[{j}]: {q.name} does not support W{q.w_bits}A{q.a_bits}")
+            if q.label in labels:
+                raise ConfigError(f"extra[{j}]: setting {q.label!r} is already in the sweep")
+            labels.add(q.label)
+            spec = replace(base, quantizers=[copy.deepcopy(q)])
+            out.append(Cell(key, q.label, validate(spec)))
     return out
 
 

@@ -17,6 +17,7 @@ ARGS = ["--set", "model.name=tiny-latte", "--set", "generation.prompts=tiny"]
 ARGS += ["--set", "generation.seeds=[0,1]", "--set", "generation.steps=2"]
 ARGS += ["--set", "generation.batch_size=1", "--set", "calibration.prompts=tiny"]
 ARGS += ["--set", "latency.enabled=false", "--set", "metrics=[psnr_fp]", "-q"]
+ARGS += ["--set", "quantizers=[{name: rtn, w_bits: 8, a_bits: 8}]"]
 
 
 def _run(out: Path, nproc: int) -> Path:

@@ -53,6 +53,18 @@ def test_cells_and_bad_bits(tmp_path):
         load_sweep(write_sweep(tmp_path, bits="8x8"))
 
 
+def test_extra_settings_follow_the_grid(tmp_path):
+    path = write_sweep(tmp_path, bits="W8A8")
+    extra = "extra:\n  - {name: rtn, w_bits: 4, a_bits: 8, params: {act: static}, tag: static}\n"
+    path.write_text(path.read_text() + extra)
+    grid = cells(load_sweep(path))
+    assert [c.label for c in grid] == ["fp", "rtn-W8A8", "rtn-W4A8-static"]
+    assert grid[-1].cfg.quantizers[0].params == {"act": "static"}
+    path.write_text(path.read_text() + "  - {name: rtn, w_bits: 8, a_bits: 8}\n")
+    with pytest.raises(ConfigError, match="extra\\[1\\]: setting 'rtn-W8A8' is already"):
+        load_sweep(path)
+
+
 def test_sweep_shares_cache_and_skips_done_cells(tmp_path, capsys):
     cfg = write_sweep(tmp_path, bits="W8A8")
     assert main(["sweep", "-c", str(cfg), "--dry-run"]) == 0
