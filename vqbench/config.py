@@ -43,7 +43,7 @@ class ModelSpec:
 class GenerationSpec:
     """How videos are generated. ``None`` fields take the model adapter's defaults."""
 
-    prompts: str = "mini_quick"  # a suite name in prompts/ or a path to a .jsonl file
+    prompts: str = "mini_default"  # a suite name in prompts/ or a path to a .jsonl file
     num_prompts: int | None = None  # first n prompts of the suite; None = all
     seeds: list[int] = field(default_factory=lambda: [0])  # one video per prompt and seed
     steps: int | None = None
@@ -85,11 +85,16 @@ class QuantSpec:
 
 @dataclass
 class LatencySpec:
-    """Latency measurement: warm-up and measured iterations of the denoiser step."""
+    """Latency of the denoiser step and of end-to-end sampling.
+
+    ``iters > 0``: ``warmup`` + ``iters`` extra single-video runs on the first prompt.
+    ``iters == 0`` (default): the main generation's batches are timed instead, at no extra
+    cost; the first ``warmup`` batches (at most all but one) are the warm-up.
+    """
 
     enabled: bool = True
     warmup: int = 1
-    iters: int = 5
+    iters: int = 0
 
 
 #: `vqbench run` with no arguments: the three seed methods at one bit setting, every metric
@@ -237,6 +242,9 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"generation.{name}: must be >= 1, got {v}")
     if cfg.calibration.every_k_steps < 1:
         raise ConfigError("calibration.every_k_steps: must be >= 1")
+    for name in ("warmup", "iters"):
+        if getattr(cfg.latency, name) < 0:
+            raise ConfigError(f"latency.{name}: must be >= 0, got {getattr(cfg.latency, name)}")
     for i, q in enumerate(cfg.quantizers):
         QUANTIZERS.check(q.name, f"quantizers[{i}].name")
         for attr in ("w_bits", "a_bits"):

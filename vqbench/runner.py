@@ -21,8 +21,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from metrics.efficiency import (
+    StepTimer,
+    WallTimer,
+    compression_ratio,
+    latency_summary,
+    peak_memory,
+    reset_peak_memory,
+    weight_bytes,
+)
 from vqbench.cache import CALIBRATION, FP_VIDEOS, QUANT_STATE, Cache, cache_key
-from vqbench.config import RunConfig, config_hash, to_dict
+from vqbench.config import LatencySpec, RunConfig, config_hash, to_dict
 from vqbench.prompts import Prompt, load_prompts, prompts_hash
 from vqbench.records import RunRecord
 from vqbench.registry import METRICS, MODELS, QUANTIZERS
@@ -66,9 +75,15 @@ def _pairs(prompts: list[Prompt], seeds: list[int]) -> list[tuple[Prompt, int]]:
 
 
 def _generate(
-    adapter: Any, pairs: list[tuple[Prompt, int]], spec: Any, quiet: bool, desc: str
-) -> tuple[list[Video], float]:
-    """Generate one video per pair with a progress bar; returns videos and wall seconds.
+    adapter: Any,
+    pairs: list[tuple[Prompt, int]],
+    spec: Any,
+    quiet: bool,
+    desc: str,
+    timing: LatencySpec | None = None,
+) -> tuple[list[Video], float, dict[str, Any] | None]:
+    """Generate one video per pair with a progress bar; returns videos, wall seconds and,
+    with an inline ``timing`` spec (``iters == 0``), the latency of these batches.
 
     Under torchrun the batches are sharded across ranks (see :mod:`vqbench.shard`).
     """
@@ -78,20 +93,37 @@ def _generate(
     batches = [pairs[i : i + spec.batch_size] for i in range(0, len(pairs), spec.batch_size)]
     rank, world, _ = shard.setup(str(adapter.device))
     mine = sum(len(b) for b in batches[rank::world])
-    with tqdm(total=mine, desc=desc, disable=quiet or rank > 0, unit="video") as bar:
-        videos = shard.map_batches(
-            lambda chunk: adapter.generate(
+    inline = timing is not None and timing.enabled and timing.iters == 0
+    ends: list[float] = []
+    steps: list[list[float]] = []
+
+    def one(chunk: list[tuple[Prompt, int]]) -> list[Video]:
+        with StepTimer(adapter.denoiser()) as timer, WallTimer(adapter.device) as wall:
+            out = adapter.generate(
                 [p.text for p, _ in chunk], [s for _, s in chunk], spec, progress=bar.update
-            ),
-            batches,
-        )
-    return videos, time.perf_counter() - t0
+            )
+        ends.append(wall.seconds)
+        steps.append(timer.times)
+        return out
+
+    with tqdm(total=mine, desc=desc, disable=quiet or rank > 0, unit="video") as bar:
+        videos = shard.map_batches(one, batches)
+    secs = time.perf_counter() - t0
+    if not inline:
+        return videos, secs, None
+    warm = min(timing.warmup, len(ends) - 1)  # at least one measured batch
+    latency = {
+        "step": latency_summary([t for ts in steps[warm:] for t in ts]),
+        "end_to_end": latency_summary(ends[warm:]),
+        "batch_size": spec.batch_size,
+        "warmup_batches": warm,
+    }
+    return videos, secs, latency
 
 
 def _latency(adapter: Any, pair: tuple[Prompt, int], spec: Any, cfg: RunConfig) -> dict[str, Any]:
-    """Per-step and end-to-end latency (p50/p90) on one prompt, warm-up excluded."""
-    from metrics.efficiency import StepTimer, WallTimer, latency_summary
-
+    """Per-step and end-to-end latency (p50/p90) of ``cfg.latency.iters`` single-video runs
+    on one prompt, after ``cfg.latency.warmup`` warm-up runs."""
     one = replace(spec, batch_size=1)
     runs = cfg.latency.warmup + cfg.latency.iters
     ends: list[float] = []
@@ -207,7 +239,6 @@ def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> lis
     the calibration set are read from and written to a content-addressed :class:`Cache`.
     Under torchrun, generation is sharded and only rank 0 returns and writes records.
     """
-    from metrics.efficiency import compression_ratio, peak_memory, reset_peak_memory, weight_bytes
     from vqbench import shard
 
     quiet = cfg.quiet
@@ -249,12 +280,13 @@ def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> lis
     if cache and cache.has(FP_VIDEOS, keys[FP_VIDEOS]):
         log.info("FP videos from cache entry %s", keys[FP_VIDEOS])
         fp_videos = cache.get_videos(keys[FP_VIDEOS])
-        fp_secs = cache.meta(FP_VIDEOS, keys[FP_VIDEOS])["generation_seconds"]
+        fp_meta = cache.meta(FP_VIDEOS, keys[FP_VIDEOS])
+        fp_secs, fp_latency = fp_meta["generation_seconds"], fp_meta.get("latency")
     else:
-        fp_videos, fp_secs = _generate(adapter, pairs, spec, quiet, "FP")
+        fp_videos, fp_secs, fp_latency = _generate(adapter, pairs, spec, quiet, "FP", cfg.latency)
         if cache and lead:
             meta = {"generation_seconds": fp_secs, "config_key": ids[FP_VIDEOS]}
-            cache.put_videos(keys[FP_VIDEOS], fp_videos, meta)
+            cache.put_videos(keys[FP_VIDEOS], fp_videos, {**meta, "latency": fp_latency})
     fp_bytes = weight_bytes(adapter.denoiser())
     records: list[RunRecord] = []
     if write_fp and lead:
@@ -271,7 +303,7 @@ def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> lis
             "peak_memory": peak_memory(adapter.device),
         }
         if cfg.latency.enabled:
-            fp_rec.efficiency["latency"] = _latency(adapter, pairs[0], spec, cfg)
+            fp_rec.efficiency["latency"] = fp_latency or _latency(adapter, pairs[0], spec, cfg)
         _write_setting(root / "fp", fp_rec, pairs, fp_videos, fp_results)
         records.append(fp_rec)
 
@@ -325,7 +357,7 @@ def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> lis
                 cache.put_state(state_key, state, {"calibration_seconds": calib_secs})
         quantizer.quantize(target, state)
         reset_peak_memory(adapter.device)
-        videos, secs = _generate(adapter, pairs, spec, quiet, q.label)
+        videos, secs, latency = _generate(adapter, pairs, spec, quiet, q.label, cfg.latency)
         if not lead:
             continue
         ctx = [
@@ -357,7 +389,7 @@ def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> lis
             "peak_memory": peak_memory(adapter.device),
         }
         if cfg.latency.enabled:
-            rec.efficiency["latency"] = _latency(adapter, pairs[0], spec, cfg)
+            rec.efficiency["latency"] = latency or _latency(adapter, pairs[0], spec, cfg)
         _write_setting(root / q.label, rec, pairs, videos, results)
         records.append(rec)
     return records

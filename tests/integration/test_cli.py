@@ -92,3 +92,19 @@ def test_validate_prints_plan(capsys):
     # the default quantizers: the three seed methods at one bit setting
     assert plan["settings"] == ["fp", "qvd-W4A8", "q_vdit-W4A8", "s2q_vdit-W4A8"]
     assert plan["videos_per_setting"] == 2
+
+
+def test_inline_latency_times_the_generation_batches(tmp_path):
+    """``latency.iters=0`` times the main generation's batches; cached FP videos keep theirs."""
+    args = [*TINY, "--set", "latency.iters=0", "--set", "generation.batch_size=1"]
+    args += ["--set", "quantizers=[{name: rtn}]", "--set", f"cache_dir={tmp_path / 'cache'}"]
+    for run_id in ("first", "second"):
+        out = tmp_path / run_id
+        assert main(["run", "--set", f"output_dir={out}", *args]) == 0
+    first, second = ({r.label: r for r in find_records(tmp_path / d)} for d in ("first", "second"))
+    for r in first.values():
+        lat = r.efficiency["latency"]
+        n = r.generation["num_videos"]
+        assert lat["batch_size"] == 1 and lat["warmup_batches"] == 1
+        assert lat["end_to_end"]["n"] == n - 1 and lat["step"]["n"] % (n - 1) == 0
+    assert second["fp"].efficiency["latency"] == first["fp"].efficiency["latency"]

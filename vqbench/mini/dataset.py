@@ -331,10 +331,12 @@ def _prompt_record(pid: str, attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_prompt_suites(directory: Path = PROMPTS_DIR) -> list[Path]:
-    """Write ``mini_calib.jsonl``, ``mini_eval.jsonl`` and ``mini_quick.jsonl`` (JSONL)."""
+    """Write the mini suites as JSONL: ``mini_calib``, ``mini_eval``, ``mini_quick`` (12 of
+    eval, balanced; the sweep's) and ``mini_default`` (its first 8; the default run's)."""
     paths = []
     suites = {"mini_calib": calib_prompts(), "mini_eval": eval_prompts()}
     suites["mini_quick"] = quick_prompts()
+    suites["mini_default"] = quick_prompts(8)
     for name, records in suites.items():
         p = Path(directory) / f"{name}.jsonl"
         p.write_text("".join(json.dumps(r) + "\n" for r in records))
