@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -66,8 +67,13 @@ def test_record_validation_names_field(tmp_path):
 
 
 def test_atomic_write_leaves_no_temp(tmp_path):
-    atomic_write_text(tmp_path / "a.txt", "hello")
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "hello")
+    finally:
+        os.umask(old)
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # as open() would, not 0600
 
 
 def test_video_round_trip(tmp_path):
