@@ -63,15 +63,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Leaderboard of a results dir: markdown to stdout, or md/CSV/HTML and plots with --out."""
-    from vqbench.report import markdown_table, write_report
+    from vqbench.report import markdown_table, paired_table, select, write_report
     from vqbench.store import find_records
 
+    records = select(find_records(args.results), args.settings)
     if args.out is None:
-        print(markdown_table(find_records(args.results)))
-        return 0
-    files = write_report(args.results, args.out, strips=args.strips, quiet=args.quiet)
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
+        print(markdown_table(records))
+    else:
+        files = write_report(
+            args.results, args.out, strips=args.strips, quiet=args.quiet, settings=args.settings
+        )
+        for kind, path in files.items():
+            print(f"{kind}: {path}")
+    if args.paired:
+        print("\n" + paired_table(records, args.paired))
     return 0
 
 
@@ -160,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="?", default="runs", help="results dir (default: runs)")
     p.add_argument("--out", help="write leaderboard.{md,csv}, index.html and plots/ here")
     p.add_argument("--strips", type=int, default=4, help="frame strips per group (0: none)")
+    p.add_argument("--settings", nargs="+", metavar="PATTERN", help="only these setting labels")
+    p.add_argument("--paired", metavar="SETTING", help="also print paired deltas against it")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("check", help=cmd_check.__doc__)

@@ -119,6 +119,19 @@ def test_markdown_has_one_table_per_group(report):
     assert "24 [23.7, 24.3]" in md and "4.25/8.00" in md and "real" in md
 
 
+def test_settings_filter_and_paired_deltas(tmp_path, capsys):
+    root = write_results(tmp_path / "results")
+    args = ["report", str(root), "--settings", "rtn-*", "gptq-W4A8", "--paired", "rtn-W4A8"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "gptq-W8A8" not in out and "| fp |" not in out
+    assert "paired Δ against rtn-W4A8" in out and "| Δclipsim ↑ | Δpsnr_fp ↑ |" in out
+    assert "| gptq-W4A8 | 0 [0, 0] | **1 [1, 1]** |" in out  # bold: the CI excludes 0
+    assert "| rtn-W8A8 | **0.01 [0.01, 0.01]** | **4 [4, 4]** |" in out
+    assert main(["report", str(root), "--paired", "rtn-W2A2"]) == 2
+    assert "no comparability group holds a setting 'rtn-W2A2'" in capsys.readouterr().err
+
+
 def test_plots_and_strips_are_written(report):
     pngs = {p.name for p in report.glob("plots/*/*.png")}
     for name in ("bits_psnr_fp_v1.png", "latency_psnr_fp_v1.png", "memory_clipsim.png"):

@@ -19,10 +19,19 @@ from vqbench.report.tables import (
     leaderboard,
     markdown_table,
     metric_names,
+    paired_table,
+    select,
 )
 from vqbench.store import atomic_write_text
 
-__all__ = ["load_records", "markdown_table", "leaderboard", "write_report"]
+__all__ = [
+    "load_records",
+    "markdown_table",
+    "leaderboard",
+    "paired_table",
+    "select",
+    "write_report",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +56,18 @@ def write_report(
     out_dir: str | Path,
     strips: int = 4,
     quiet: bool = False,
+    settings: list[str] | None = None,
 ) -> dict[str, Path]:
-    """Write the full report of ``results_dir`` into ``out_dir``; returns the main files."""
+    """Write the full report of ``results_dir`` into ``out_dir``; returns the main files.
+
+    ``settings``: fnmatch patterns of setting labels to keep (default: every record).
+    """
     from vqbench.report import html, plots
 
     out = Path(out_dir)
     pairs = load_records(results_dir)
+    keep = {id(r) for r in select([r for r, _ in pairs], settings)}
+    pairs = [(r, d) for r, d in pairs if id(r) in keep]
     records = [r for r, _ in pairs]
     dirs = {r.run_id: d for r, d in pairs}
     df = leaderboard(records)

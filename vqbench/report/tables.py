@@ -7,12 +7,13 @@ differs between records gets one column per version (``name@v<version>``).
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from typing import Any
 
 import pandas as pd
 
-from vqbench.config import config_hash
+from vqbench.config import ConfigError, config_hash
 from vqbench.records import RunRecord
 
 #: identity columns of a leaderboard row, in display order
@@ -189,3 +190,53 @@ def markdown_table(records: list[RunRecord]) -> str:
         sub = df[df["group"] == key]
         parts.append(f"### group {key}\n\n{desc}\n\n{_markdown(display_frame(sub))}")
     return "\n\n".join(parts)
+
+
+def select(records: list[RunRecord], patterns: list[str] | None) -> list[RunRecord]:
+    """Records whose setting label matches any fnmatch pattern (all when ``patterns`` is empty)."""
+    if not patterns:
+        return records
+    return [r for r in records if any(fnmatch.fnmatchcase(r.label, p) for p in patterns)]
+
+
+def paired_table(records: list[RunRecord], reference: str) -> str:
+    """Markdown tables of paired per-sample differences ``setting - reference`` with bootstrap
+    95% CIs, per comparability group that holds ``reference``.
+
+    Only per-sample metrics pair (set-level ones such as FVD have no per-sample values); a
+    bold cell's CI excludes 0. Raises ``ConfigError`` when no group has ``reference``.
+    """
+    from metrics.stats import paired_deltas
+
+    parts = []
+    for key, (desc, recs) in groups(records).items():
+        ref = next((r for r in recs if r.label == reference), None)
+        if ref is None:
+            continue
+        names = [n for n, m in ref.metrics.items() if m.get("per_sample")]
+        lines = [
+            "| setting | " + " | ".join(f"Δ{n} {_arrow(ref, n)}" for n in names) + " |",
+            "|" + "---|" * (len(names) + 1),
+        ]
+        for r in sorted(recs, key=lambda r: r.label):
+            if r is ref:
+                continue
+            cells = []
+            for n in names:
+                a, b = (r.metrics.get(n) or {}).get("per_sample"), ref.metrics[n]["per_sample"]
+                if not a or len(a) != len(b):
+                    cells.append("-")
+                    continue
+                d = paired_deltas(dict(enumerate(a)), dict(enumerate(b)))
+                text = f"{_fmt(d.mean, 3)} [{_fmt(d.ci[0], 3)}, {_fmt(d.ci[1], 3)}]"
+                cells.append(f"**{text}**" if d.ci[0] > 0 or d.ci[1] < 0 else text)
+            lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+        head = f"### group {key}: paired Δ against {reference}\n\n{desc}\n\n"
+        parts.append(head + "\n".join(lines))
+    if not parts:
+        raise ConfigError(f"--paired: no comparability group holds a setting {reference!r}")
+    return "\n\n".join(parts)
+
+
+def _arrow(r: RunRecord, name: str) -> str:
+    return "↑" if r.metrics[name].get("higher_is_better", True) else "↓"
