@@ -91,15 +91,24 @@ def _vbench_env(root: Path, work: Path) -> Iterator[None]:
     mods = [m for n, m in loaded if n.split(".")[0] == "vbench" and hasattr(m, "CACHE_DIR")]
     saved = [m.CACHE_DIR for m in mods]
     old_hub = torch.hub.get_dir()
+    tokenizer, old_bpe = None, None
     try:
         for m in mods:
             m.CACHE_DIR = str(root)
         torch.hub.set_dir(str(hub))
+        bpe = root / str(MANIFEST["viclip_bpe"].vbench_relpath)
+        if bpe.is_file():  # ViCLIP's tokenizer binds its BPE path when first imported
+            from vbench.third_party.ViCLIP.simple_tokenizer import SimpleTokenizer as tokenizer
+
+            old_bpe = tokenizer.__init__.__defaults__
+            tokenizer.__init__.__defaults__ = (str(bpe),)
         yield
     finally:
         for m, v in zip(mods, saved, strict=True):
             m.CACHE_DIR = v
         torch.hub.set_dir(old_hub)
+        if tokenizer is not None:
+            tokenizer.__init__.__defaults__ = old_bpe
 
 
 class VBenchDimension:

@@ -99,7 +99,9 @@ def vbench_cache(tmp_path_factory):
     _save(raft.state_dict(), root / manifest_rel("raft_things"))
     vit = timm.create_model("vit_tiny_patch16_224", num_classes=0, pretrained=False)
     _save(vit.state_dict(), root / manifest_rel("dino_vitb16"))
-    (root / manifest_rel("dino_hubconf")).write_text(HUBCONF)
+    hubconf = root / manifest_rel("dino_hubconf")
+    hubconf.parent.mkdir(parents=True, exist_ok=True)
+    hubconf.write_text(HUBCONF)
     return root
 
 
@@ -167,18 +169,28 @@ def test_dimension_runs_with_random_weights(dim, vbench_cache, unpinned_clip):
 
 
 @pytest.mark.slow
-def test_overall_consistency_runs_with_random_viclip(tmp_path, vbench_cache):
+def test_overall_consistency_runs_with_random_viclip(tmp_path, vbench_cache, monkeypatch):
+    import vbench.utils
     from clip.simple_tokenizer import default_bpe
-    from vbench.third_party.ViCLIP.simple_tokenizer import SimpleTokenizer
-    from vbench.third_party.ViCLIP.viclip import ViCLIP
 
     bpe = tmp_path / manifest_rel("viclip_bpe")
     bpe.parent.mkdir()
     shutil.copy(default_bpe(), bpe)  # the same BPE file ships inside clip-anytorch
+    monkeypatch.setattr(vbench.utils, "CACHE_DIR", str(tmp_path))  # no wget on first import
+    from vbench.third_party.ViCLIP.simple_tokenizer import SimpleTokenizer
+    from vbench.third_party.ViCLIP.viclip import ViCLIP
+
+    monkeypatch.setattr(SimpleTokenizer.__init__, "__defaults__", (str(bpe),))
     torch.manual_seed(0)
     model = ViCLIP(tokenizer=SimpleTokenizer(str(bpe)), pretrain=None)
+    with torch.no_grad():  # ViCLIP leaves these torch.empty (the checkpoint fills them)
+        for n, p in model.named_parameters():
+            if n.endswith(("positional_embedding", "text_projection", ".proj")):
+                p.normal_(std=0.02)
     _save({"model": model.state_dict()}, tmp_path / manifest_rel("viclip_internvid_10m_flt"))
     del model
+    # the metric must point ViCLIP's text tokenizer at its own cache dir
+    monkeypatch.setattr(SimpleTokenizer.__init__, "__defaults__", ("/nonexistent/bpe.txt.gz",))
     m = METRICS.get("vbench_overall_consistency")(cache_dir=str(tmp_path))
     m.update([_moving(t=8), _static(t=8)], _ctx(2))
     r = m.compute()
