@@ -70,8 +70,13 @@ def _video_files(directory: str | os.PathLike[str], limit: int | None) -> list[P
     return paths[:limit] if limit is not None else paths
 
 
+def _nonnegative(ci: tuple[float, float] | None) -> tuple[float, float] | None:
+    """A Fréchet distance's CI clipped at 0 (the bias shift can cross it)."""
+    return None if ci is None else (max(ci[0], 0.0), max(ci[1], 0.0))
+
+
 class _FVDBase:
-    version = "1"
+    version = "2"  # 2: bias-corrected bootstrap CI
     higher_is_better = False
 
     def __init__(
@@ -137,7 +142,7 @@ class _FVDBase:
                 "n": n_gen,
                 "feature_dim": dim,
                 "cov_ddof": self.cov_ddof,
-                "ci_method": f"bootstrap_sets_percentile_{self.ci_resamples}",
+                "ci_method": f"bootstrap_sets_bias_corrected_{self.ci_resamples}",
             }
         )
         return p
@@ -194,10 +199,13 @@ class FVDvsReference(_FVDBase):
         gen = np.concatenate(self._gen)
         ref, source = self._reference_features()
         value = self._fd(gen, ref)
-        ci = bootstrap_statistic_ci(
-            (len(gen), len(ref)),
-            lambda ig, ir: self._fd(gen[ig], ref[ir]),
-            n_resamples=self.ci_resamples,
+        ci = _nonnegative(
+            bootstrap_statistic_ci(
+                (len(gen), len(ref)),
+                lambda ig, ir: self._fd(gen[ig], ref[ir]),
+                n_resamples=self.ci_resamples,
+                estimate=value,
+            )
         )
         params = self.params(len(gen), gen.shape[1])
         params.update({"n_reference": len(ref), "reference": source})
@@ -229,11 +237,16 @@ class FVDvsFP(_FVDBase):
             raise ValueError(f"{self.name}: no samples; call update() before compute()")
         gen, fp = np.concatenate(self._gen), np.concatenate(self._fp)
         value = self._fd(gen, fp)
-        ci = bootstrap_statistic_ci(
-            (len(gen),), lambda i: self._fd(gen[i], fp[i]), n_resamples=self.ci_resamples
+        ci = _nonnegative(
+            bootstrap_statistic_ci(
+                (len(gen),),
+                lambda i: self._fd(gen[i], fp[i]),
+                n_resamples=self.ci_resamples,
+                estimate=value,
+            )
         )
         params = self.params(len(gen), gen.shape[1])
-        params["ci_method"] = f"bootstrap_paired_percentile_{self.ci_resamples}"
+        params["ci_method"] = f"bootstrap_paired_bias_corrected_{self.ci_resamples}"
         return MetricResult(
             self.name, value, len(gen), self.version, self.higher_is_better, ci, [], params
         )

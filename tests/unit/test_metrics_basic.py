@@ -20,7 +20,12 @@ from metrics.efficiency import (
     weight_bytes,
 )
 from metrics.fidelity import PSNRvsFP, SSIMvsFP, psnr, ssim
-from metrics.stats import bootstrap_ci, paired_deltas, result_from_samples
+from metrics.stats import (
+    bootstrap_ci,
+    bootstrap_statistic_ci,
+    paired_deltas,
+    result_from_samples,
+)
 from vqbench.types import SampleContext, Video
 
 
@@ -43,6 +48,21 @@ def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
     assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
     with pytest.raises(ValueError):
         bootstrap_ci([1.0, float("nan")])
+
+
+def test_statistic_ci_shifts_by_the_bootstrap_bias():
+    """Duplicates per resample: 0 on the full set, ~4.4 of 12 on a resample (an inflated
+    statistic, like FVD); the bias-corrected interval holds the estimate again."""
+
+    def dups(i: np.ndarray) -> float:
+        return float(len(i) - len(np.unique(i)))
+
+    plain = bootstrap_statistic_ci((12,), dups, n_resamples=200)
+    fixed = bootstrap_statistic_ci((12,), dups, n_resamples=200, estimate=0.0)
+    assert plain[0] > 0.0  # the plain percentile interval misses the estimate
+    assert fixed[0] <= 0.0 <= fixed[1]
+    shift = plain[0] - fixed[0]
+    assert 3.5 < shift < 5.5 and plain[1] - fixed[1] == pytest.approx(shift)
 
 
 def test_paired_deltas_use_shared_keys_only():
