@@ -108,3 +108,13 @@ def test_inline_latency_times_the_generation_batches(tmp_path):
         assert lat["batch_size"] == 1 and lat["warmup_batches"] == 1
         assert lat["end_to_end"]["n"] == n - 1 and lat["step"]["n"] % (n - 1) == 0
     assert second["fp"].efficiency["latency"] == first["fp"].efficiency["latency"]
+
+
+def test_cached_fp_without_inline_timing_is_timed_separately(tmp_path):
+    base = [*TINY, "--set", "quantizers=[]", "--set", f"cache_dir={tmp_path / 'cache'}"]
+    for run_id, iters in (("separate", 2), ("inline", 0)):
+        args = ["--set", f"output_dir={tmp_path / run_id}", "--set", f"latency.iters={iters}"]
+        assert main(["run", *base, *args]) == 0
+    for run_id in ("separate", "inline"):  # the cache entry holds no inline timing
+        (fp,) = find_records(tmp_path / run_id)
+        assert fp.efficiency["latency"]["batch_size"] == 1
