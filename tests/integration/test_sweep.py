@@ -120,3 +120,16 @@ def test_submitit_local_executor(tmp_path):
     assert set(recs) == {"fp", "rtn-W8A8"}
     logs = list((tmp_path / "out" / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2  # one job per cell
+
+
+def test_committed_configs_validate():
+    """The configs in results/ that produce the committed results stay loadable."""
+    from vqbench.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "results"
+    grid = cells(load_sweep(root / "sweep_mini.yaml"))
+    labels = [c.label for c in grid]
+    assert len(labels) == len(set(labels)) and labels[0] == "fp"
+    assert {"q_vdit-W4A6-no-tqe", "s2q_vdit-W4A4", "rtn-W4A8-static"} <= set(labels)
+    for path in [*root.glob("configs/*.yaml"), root / "baselines" / "ci_mini.yaml"]:
+        assert load_config(path).quantizers, path

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Writes results/mini/ from the records of `vqbench sweep -c results/sweep_mini.yaml`:
+# the leaderboard (md, csv, html, plots) and, per seed method, the comparison tables its
+# issue asks for, with paired per-sample deltas (bootstrap 95% CIs) against the method.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VQ=${VQ:-.venv/bin/vqbench}
+SWEEP=${SWEEP:-scratch/sweep_mini}
+OUT=results/mini
+
+"$VQ" report "$SWEEP" --out "$OUT" -q
+
+# section FILE TITLE REPORT-ARGS...: appends one comparison (its command, then its tables)
+section() {
+  local file=$1 title=$2
+  shift 2
+  {
+    printf '## %s\n\n```bash\n%s report %s %s\n```\n\n' "$title" "$VQ" "$SWEEP" "$*"
+    "$VQ" report "$SWEEP" "$@"
+    printf '\n'
+  } >>"$OUT/$file"
+}
+
+header() {
+  printf '# %s on the mini world\n\nMade by `results/make_mini.sh` from the sweep records; %s\n\n' \
+    "$2" "bold paired deltas have a 95% CI that excludes 0." >"$OUT/$1"
+}
+
+header q_vdit.md "Q-VDiT against the baselines, and its ablations"
+section q_vdit.md "W4A6 (with the TQE / M / TMD ablations and the code variant)" \
+  --settings fp '*-W4A6' 'q_vdit-W4A6-*' --paired q_vdit-W4A6
+section q_vdit.md "W3A6" --settings fp '*-W3A6' --paired q_vdit-W3A6
+
+header s2q_vdit.md "S2Q-VDiT against the baselines, and its ablations"
+section s2q_vdit.md "W4A6 (with the SDS / STD ablations)" \
+  --settings fp '*-W4A6' 's2q_vdit-W4A6-*' --paired s2q_vdit-W4A6
+section s2q_vdit.md "W4A4" --settings fp '*-W4A4' --paired s2q_vdit-W4A4
+
+header qvd.md "QVD (reconstructed) against static RTN"
+section qvd.md "W8A8 against FP" --settings fp 'qvd-W8A8' 'rtn-W8A8*' --paired fp
+section qvd.md "W6A6" --settings fp '*-W6A6*' --paired qvd-W6A6
+section qvd.md "W4A8" --settings fp '*-W4A8*' --paired qvd-W4A8
