@@ -66,7 +66,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from vqbench.report import markdown_table, paired_table, select, write_report
     from vqbench.store import find_records
 
-    records = select(find_records(args.results), args.settings)
+    records = None
+    if args.out is None or args.paired:
+        records = select(find_records(args.results), args.settings)
     if args.out is None:
         print(markdown_table(records))
     else:

@@ -18,6 +18,7 @@ from vqbench.report.tables import (
     groups,
     leaderboard,
     markdown_table,
+    matches,
     metric_names,
     paired_table,
     select,
@@ -65,9 +66,7 @@ def write_report(
     from vqbench.report import html, plots
 
     out = Path(out_dir)
-    pairs = load_records(results_dir)
-    keep = {id(r) for r in select([r for r, _ in pairs], settings)}
-    pairs = [(r, d) for r, d in pairs if id(r) in keep]
+    pairs = [(r, d) for r, d in load_records(results_dir) if matches(r.label, settings)]
     records = [r for r, _ in pairs]
     dirs = {r.run_id: d for r, d in pairs}
     df = leaderboard(records)

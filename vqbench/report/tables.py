@@ -192,11 +192,14 @@ def markdown_table(records: list[RunRecord]) -> str:
     return "\n\n".join(parts)
 
 
+def matches(label: str, patterns: list[str] | None) -> bool:
+    """Whether a setting label matches any fnmatch pattern (always, when there are none)."""
+    return not patterns or any(fnmatch.fnmatchcase(label, p) for p in patterns)
+
+
 def select(records: list[RunRecord], patterns: list[str] | None) -> list[RunRecord]:
-    """Records whose setting label matches any fnmatch pattern (all when ``patterns`` is empty)."""
-    if not patterns:
-        return records
-    return [r for r in records if any(fnmatch.fnmatchcase(r.label, p) for p in patterns)]
+    """Records whose setting label :func:`matches` ``patterns``."""
+    return [r for r in records if matches(r.label, patterns)]
 
 
 def paired_table(records: list[RunRecord], reference: str) -> str:
