@@ -345,8 +345,12 @@ def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> lis
         quantizer = qcls.from_spec(q.w_bits, q.a_bits, q.kernel, q.params)
         adapter.load(device, cfg.model.dtype)  # a fresh FP copy
         target = adapter.quant_target(spec)
-        state_key = cache_key(
-            QUANT_STATE, calibration=keys[CALIBRATION], quantizer=to_dict(q), spec=to_dict(spec)
+        state_key = cache_key(  # the resolved config: a changed method default is a new state
+            QUANT_STATE,
+            calibration=keys[CALIBRATION],
+            quantizer=to_dict(q),
+            config=quantizer.config.hash(),
+            spec=to_dict(spec),
         )
         t0 = time.perf_counter()
         state_cached = bool(cache and cache.has(QUANT_STATE, state_key))

@@ -164,7 +164,9 @@ def cells(sweep: SweepConfig) -> list[Cell]:
 
 
 def is_done(cell: Cell, output_dir: str | Path) -> str:
-    """``done``, ``stale`` (a record from another config) or ``todo``."""
+    """``done``, ``stale`` (a record from another run config, or from another resolved
+    quantizer config, e.g. after a method's defaults changed) or ``todo``."""
+    from vqbench.registry import QUANTIZERS
     from vqbench.runner import run_hash
 
     path = cell.record_path(output_dir)
@@ -174,7 +176,13 @@ def is_done(cell: Cell, output_dir: str | Path) -> str:
         rec = RunRecord.load(path)
     except RecordError:
         return "todo"
-    return "done" if rec.config_hash == run_hash(cell.cfg) else "stale"
+    if rec.config_hash != run_hash(cell.cfg):
+        return "stale"
+    for q in cell.cfg.quantizers:
+        resolved = QUANTIZERS.get(q.name).from_spec(q.w_bits, q.a_bits, q.kernel, q.params)
+        if (rec.quantizer or {}).get("config_hash") != resolved.config.hash():
+            return "stale"
+    return "done"
 
 
 def run_cell(cell: Cell) -> str:

@@ -83,24 +83,28 @@ def htdq_search(
     grid: int = 8,
     tol: float = 0.01,
     mse_weight: float = 0.0,
+    bias_q: torch.Tensor | None = None,
 ) -> HTDQResult:
     """Clip range of the input quantizer of a timestep-embedding linear.
 
     ``x [T, K]`` holds one input row per distinct calibration timestep, ``w_fp``/``w_q`` the
-    FP and (already quantized, dequantized) weight. Candidate ranges are quantiles of ``x``
-    (``grid`` per side; the first is min-max). Scores compare ``Q(x) w_q^T + b`` with the FP
-    output ``x w_fp^T + b``: the objective is ``TDScore - mse_weight * MSE / mean(ref^2)``;
-    candidates within ``tol`` of the best objective are tie-broken by the lowest MSE.
+    FP and (already quantized, dequantized) weight, ``bias_q`` the quantized layer's bias
+    (default ``bias``; SCRI corrects it for the quantized weight). Candidate ranges are
+    quantiles of ``x`` (``grid`` per side; the first is min-max). Scores compare
+    ``Q(x) w_q^T + b_q`` with the FP output ``x w_fp^T + b``: the objective is
+    ``TDScore - mse_weight * MSE / mean(ref^2)``; candidates within ``tol`` of the best
+    objective are tie-broken by the lowest MSE.
     """
     x = x.detach().float()
     b = None if bias is None else bias.detach().float()
     ref = F.linear(x, w_fp.detach().float(), b)
     w_q = w_q.detach().float()
+    b_q = b if bias_q is None else bias_q.detach().float()
     power = float(ref.pow(2).mean().clamp_min(1e-12))
     scored = []
     for lo, hi in _candidates(x, grid, symmetric):
         s, z = qparams_from_range(torch.tensor(lo), torch.tensor(hi), bits, symmetric)
-        out = F.linear(fake_quant(x, s, z, bits, symmetric), w_q, b)
+        out = F.linear(fake_quant(x, s, z, bits, symmetric), w_q, b_q)
         score, mse = tdscore(out, ref), float((out - ref).pow(2).mean())
         scored.append((score - mse_weight * mse / power, score, mse, lo, hi))
     best = max(c[0] for c in scored)

@@ -6,10 +6,13 @@ radius ``r_j = (M_j - m_j)/2`` and scale ``s_j = (r_j / max r)^alpha``. The line
     y = Q((x - z) / s) Q(W diag(s))^T + (b + W z)
 
 which equals ``x W^T + b`` before quantization: the scale is folded into the weight, the
-shift into the bias, and ``(x - z) / s`` runs online (:class:`SCRILinear`). ``alpha = 0``
+shift into the bias, and ``(x - z) / s`` runs online (:class:`SCRILinear`). The quantized
+layer's bias is ``b + Q(W diag(s)) (z / s)`` (see :func:`fold`), so the shift only centres
+the activations and leaves the weight error that of ``Q(W diag(s)) x / s``. ``alpha = 0``
 only centres the channels; ``alpha = 1`` gives every channel the same symmetric range, so
 one per-tensor quantizer covers all levels for every channel. :func:`search_alpha` picks
-alpha per layer by the output error on calibration rows.
+alpha per layer by the output error on calibration rows, scored against ranges measured on
+other calibration prompts.
 """
 
 from __future__ import annotations
@@ -40,14 +43,26 @@ def scri_params(
 
 
 def fold(
-    weight: torch.Tensor, bias: torch.Tensor | None, shift: torch.Tensor, scale: torch.Tensor
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    w_used: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``W diag(s)`` and ``b + W z``: the exact weight and bias for input ``(x - z) / s``."""
-    w = weight.detach()
-    b = w.float() @ shift.float()
+    """``W diag(s)`` and the bias ``b + W~ (z / s)`` for input ``(x - z) / s``.
+
+    ``w_used`` is the weight the layer really multiplies by (the quantized ``W diag(s)``);
+    by default ``W diag(s)`` itself, which gives the exact FP fold ``b + W z``. With the
+    quantized weight, the shift cancels exactly in the weight term:
+    ``Q(W diag(s)) (x - z) / s + b~ = Q(W diag(s)) x / s + b``, so centering changes only
+    the activation quantizer and never amplifies the weight error by ``|x - z|``.
+    """
+    w = weight.detach() * scale.to(weight.dtype)
+    w_b = (w if w_used is None else w_used.detach()).float()
+    b = w_b @ (shift.float() / scale.float())
     if bias is not None:
         b = b + bias.detach().float()
-    return w * scale.to(w.dtype), b.to(w.dtype)
+    return w, b.to(weight.dtype)
 
 
 def output_error(
@@ -69,26 +84,30 @@ def output_error(
             lo, hi = (v.reshape(1, 1) for v in act_range)
             qs = qparams_from_range(lo, hi, spec.a_bits, spec.a_symmetric)
         xs = fake_quant_act(xs, spec.a_bits, spec.a_symmetric, *(qs or (None, None)), ste=False)
-    out = F.linear(xs, wq) + w @ shift  # bias cancels against the FP reference
+    out = F.linear(xs, wq) + wq @ (shift / scale)  # bias cancels against the FP reference
     return float((out - F.linear(x.float(), w)).pow(2).sum())
 
 
 def search_alpha(
-    rows: list[tuple[torch.Tensor, int]],
-    stats: list[tuple[torch.Tensor, torch.Tensor]],
+    rows: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]],
     weight: torch.Tensor,
     spec: LayerSpec,
     alphas: tuple[float, ...],
     static: bool,
 ) -> float:
-    """The ``alpha`` with the lowest output error over ``rows`` (``(x, time range)`` pairs)."""
+    """The ``alpha`` with the lowest output error over ``rows``.
+
+    Each entry pairs input rows ``x`` with the channel ranges ``(lo, hi)`` to build SCRI
+    from. Ranges taken from *other* calibration prompts than the rows (as the QVD
+    calibration does) make the score include the clipping that unseen inputs suffer.
+    """
     if len(alphas) == 1 or not rows:
         return alphas[0]
     errs = []
     for a in alphas:
         err = 0.0
-        for x, r in rows:
-            shift, scale, rng = scri_params(*stats[r], a)
+        for x, (lo, hi) in rows:
+            shift, scale, rng = scri_params(lo, hi, a)
             err += output_error(x, weight, spec, shift, scale, rng if static else None)
         errs.append(err)
     return alphas[min(range(len(alphas)), key=errs.__getitem__)]
@@ -113,7 +132,8 @@ class SCRILinear(QuantLinear):
         super().__init__(linear, variants, early_steps=early_steps, t_edges=t_edges)
         self.bias = None
         self.register_buffer("shifts", shifts.detach().clone())
-        self.register_buffer("biases", biases.detach().clone())
+        # a (frozen) parameter, not a buffer: models probe ``module.parameters()`` for dtype
+        self.biases = nn.Parameter(biases.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = self.variant_index()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from vqbench.cache import CALIBRATION, FP_VIDEOS, Cache
 from vqbench.cli import main
 from vqbench.config import ConfigError
 from vqbench.records import RunRecord
-from vqbench.sweep import cells, load_sweep
+from vqbench.sweep import cells, is_done, load_sweep
 
 SWEEP = """\
 base:
@@ -83,6 +84,13 @@ def test_sweep_shares_cache_and_skips_done_cells(tmp_path, capsys):
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*/*/run.json")}
     assert main(["sweep", "-c", str(cfg), "-q"]) == 0  # nothing left to do
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    # a record from another resolved quantizer config (a method's defaults changed) is stale
+    cell = cells(load_sweep(cfg))[1]
+    path = cell.record_path(tmp_path / "out")
+    rec = json.loads(path.read_text())
+    rec["quantizer"]["config_hash"] = "0" * 64
+    path.write_text(json.dumps(rec))
+    assert is_done(cell, tmp_path / "out") == "stale"
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from torch import nn
 
 from quantizers.core import LayerSpec, QuantLinear, QuantVariant, sampling_step
 from quantizers.qvd import QVDQuantizer
+from quantizers.qvd.folds import prompt_folds
 from quantizers.qvd.htdq import FiniteSetLinear, htdq_search, tdscore
 from quantizers.qvd.scri import SCRILinear, fold, output_error, scri_params, search_alpha
 from tests.conformance.conftest import build_calib, build_target
@@ -110,7 +111,7 @@ def test_scri_alpha_search_beats_plain_static_quantization():
     spec = LayerSpec(8, 4, a_granularity="tensor")
     lo, hi = x.amin(0), x.amax(0)
     alphas = (0.0, 0.5, 1.0)
-    best = search_alpha([(x, 0)], [(lo, hi)], w, spec, alphas, static=True)
+    best = search_alpha([(x, (lo, hi))], w, spec, alphas, static=True)
 
     def err(alpha: float | None) -> float:
         if alpha is None:  # no SCRI: one per-tensor range over the raw channels
@@ -121,6 +122,62 @@ def test_scri_alpha_search_beats_plain_static_quantization():
 
     assert err(best) == min(err(a) for a in alphas)
     assert err(best) < 0.5 * err(None)
+
+
+def test_scri_alpha_search_scores_against_held_out_ranges():
+    # channel 0 is nearly constant on the prompts the ranges come from and varies on the
+    # others: equalising the ranges (alpha 1) blows it up past the static range there
+    g = torch.Generator().manual_seed(3)
+    seen = torch.randn(128, 8, generator=g) * torch.tensor([0.01] + [1.0] * 7)
+    unseen = torch.randn(128, 8, generator=g)
+    w = torch.randn(4, 8, generator=g)
+    spec = LayerSpec(16, 6, a_granularity="tensor")
+    ranges = (seen.amin(0), seen.amax(0))
+    in_sample = search_alpha([(seen, ranges)], w, spec, (0.0, 1.0), static=True)
+    held_out = search_alpha([(unseen, ranges)], w, spec, (0.0, 1.0), static=True)
+    assert (in_sample, held_out) == (1.0, 0.0)
+
+
+def test_scri_shift_leaves_the_weight_error_alone():
+    # W4A16, shift only: with the bias folded from the quantized weight, centring changes
+    # nothing on the weight side; the exact-FP fold b + W z would scale the weight error
+    # with |x - z|, which exceeds |x| on one-sided, long-tailed channels (GELU outputs)
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(4)).exp()
+    lin = nn.Linear(16, 8)
+    spec = LayerSpec(4, 16)
+    shift, scale, _ = scri_params(x.amin(0), x.amax(0), 0.0)
+    w, _ = fold(lin.weight, lin.bias, shift, scale)
+    variant = QuantVariant(spec, "fake", w, smooth=scale)
+    w_q = variant.float_weight()
+    _, b_q = fold(lin.weight, lin.bias, shift, scale, w_q)
+    layer = SCRILinear(lin, [variant], shift[None], b_q[None])
+    with torch.no_grad():
+        rtn = F.linear(x, w_q, lin.bias)  # plain RTN: W is unchanged at alpha 0
+        torch.testing.assert_close(layer(x), rtn, rtol=1e-5, atol=1e-3)
+        _, b_fp = fold(lin.weight, lin.bias, shift, scale)
+        naive = F.linear((x - shift) / scale, w_q, b_fp)
+        ref = lin(x)
+    assert (naive - ref).norm() > 2 * (rtn - ref).norm()
+
+
+def test_prompt_folds_split_by_prompt():
+    calib = build_calib(num_prompts=3)
+    folds = prompt_folds(calib)
+    assert [f.prompt_index.unique().tolist() for f in folds] == [[0, 2], [1]]
+    assert sum(len(f) for f in folds) == len(calib)
+    assert len(prompt_folds(build_calib(num_prompts=1))) == 1
+
+
+def test_gptq_base_beats_minmax_weights():
+    calib = build_calib()
+    batch = next(calib.batches(len(calib)))
+    errs = {}
+    for weights in ("gptq", "minmax"):
+        target, state, _ = _quantize({"weights": weights}, 4, 16)
+        with torch.no_grad():
+            errs[weights] = float((target.forward(batch) - batch["outputs"]).norm())
+        assert any(k.endswith(".v0.codes") for k in state.tensors) == (weights == "gptq")
+    assert errs["gptq"] < errs["minmax"]
 
 
 @pytest.mark.slow
@@ -155,3 +212,16 @@ def test_runs_on_tiny_adapters(name):
         out = target.forward(batch)
     assert torch.isfinite(out).all()
     assert float((out - fp).norm() / fp.norm()) < 0.1
+
+
+def test_linears_that_never_ran_stay_fp():
+    calib = build_calib()
+    target = build_target()
+    target.module.add_module("unused", nn.Linear(8, 8))
+    target.roles["unused"] = "mlp"
+    q = QVDQuantizer.from_spec(8, 8, "fake", {})
+    state = q.calibrate(target, calib)
+    q.quantize(target, state)
+    assert state.meta["unseen"] == ["unused"]
+    assert type(target.module.get_submodule("unused")) is nn.Linear
+    assert isinstance(target.module.get_submodule("blocks.0.fc1"), SCRILinear)
