@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant
+from vqbench.cpu_alloc import keep_heap_memory
 
 
 def timed(fn: Callable[[], object], iters: int) -> float:
@@ -52,6 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    heap = keep_heap_memory()  # as `vqbench run` does on CPU (VQBENCH_CPU_MALLOC=system: off)
     m, k = args.tokens, args.width
     fp = build_stack(k)
     stacks: dict[str, list[nn.Module]] = {"fp32": fp}
@@ -61,7 +63,8 @@ def main() -> None:
             QuantLinear(li, [QuantVariant(spec, "real", li.weight)]) for li in fp
         ]
     x = torch.randn(m, k)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, tokens {m}, width {k}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, tokens {m}, width {k}, "
+          f"heap malloc {heap}")  # fmt: skip
     results = {}
     with torch.no_grad():
         for name, layers in stacks.items():

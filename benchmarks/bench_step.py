@@ -26,6 +26,7 @@ from bench_kernels import timed  # the sibling script (run as benchmarks/bench_s
 
 from vqbench.adapters.mini import MiniAdapter
 from vqbench.config import GenerationSpec
+from vqbench.cpu_alloc import keep_heap_memory
 from vqbench.registry import QUANTIZERS
 from vqbench.types import CalibrationSet, QuantTarget
 
@@ -111,6 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    heap = keep_heap_memory()  # as `vqbench run` does on CPU (VQBENCH_CPU_MALLOC=system: off)
     cases: dict[str, Callable] = {}
     if not args.skip_mini:
         cases["mini"] = mini_case
@@ -124,7 +126,8 @@ def main() -> None:
             "speedup_W4A8": round(secs["fp32"] / secs["W4A8"], 2),
         }
         print(f"{name}: " + json.dumps(report[name]))
-    print(json.dumps({"threads": torch.get_num_threads(), "iters": args.iters, **report}))
+    meta = {"threads": torch.get_num_threads(), "iters": args.iters, "heap_malloc": heap}
+    print(json.dumps({**meta, **report}))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@
 ``torch._int_mm(a int8 [M,K], b int8 [K,N]) -> int32 [M,N]`` is exact. On CPU (torch 2.13)
 it accepts every shape; on CUDA it needs ``M > 16`` and ``K``, ``N`` multiples of 8, so
 :func:`int_mm` zero-pads there (zeros add nothing to the sums). On CPU the int32 result goes
-into a per-thread reusable workspace: allocating (page-faulting) a fresh ``[M, N]`` buffer
-each call costs as much as a third of the GEMM. The result is only valid until the next
-:func:`int_mm` call on the same thread; callers convert it at once.
+into a per-thread reusable workspace, and so do the float temporary and the int8 codes of
+:func:`quantize_act_int8`: glibc serves blocks above 32 MiB with a fresh ``mmap``, so a
+fresh ``[M, N]`` buffer is page-faulted in on every call, which costs as much as a third of
+the GEMM at Latte width. Results are only valid until the next call of the same function
+on the same thread; callers use them at once.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -41,11 +44,14 @@ def unpack_int4(packed: torch.Tensor, k: int) -> torch.Tensor:
 _LOCAL = threading.local()
 
 
-def _workspace(numel: int) -> torch.Tensor:
-    buf = getattr(_LOCAL, "buf", None)
+def _workspace(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A per-thread reusable CPU buffer of ``shape`` (one per dtype, grown on demand)."""
+    bufs = _LOCAL.__dict__.setdefault("bufs", {})
+    numel = math.prod(shape)
+    buf = bufs.get(dtype)
     if buf is None or buf.numel() < numel:
-        buf = _LOCAL.buf = torch.empty(numel, dtype=torch.int32)
-    return buf[:numel]
+        buf = bufs[dtype] = torch.empty(numel, dtype=dtype)
+    return buf[:numel].view(shape)
 
 
 def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -55,7 +61,7 @@ def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     if a.device.type != "cuda":
         m, n = a.shape[0], b.shape[1]
-        return torch._int_mm(a, b, out=_workspace(m * n).view(m, n))
+        return torch._int_mm(a, b, out=_workspace((m, n), torch.int32))
     m, k = a.shape
     n = b.shape[1]
     pm, pk, pn = max(17 - m, 0), (-k) % 8, (-n) % 8
@@ -64,6 +70,18 @@ def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if pk or pn:
         b = F.pad(b, (0, pn, 0, pk))
     return torch._int_mm(a.contiguous(), b)[:m, :n]
+
+
+def row_sums(q: torch.Tensor) -> torch.Tensor:
+    """Exact int32 row sums of int8 codes ``q [M, K]``: one thin int8 GEMM against ones.
+
+    ``q.sum(-1, dtype=torch.int32)`` widens all of ``q`` to int32 first, which on CPU costs
+    more than a tenth of the whole GEMM at Latte width; the GEMM reads ``q`` once.
+    """
+    ones = torch.ones(q.shape[1], 8, dtype=torch.int8, device=q.device)
+    if q.device.type == "cpu":  # not the workspace: the caller may still hold int_mm's result
+        return torch._int_mm(q, ones)[:, 0]
+    return int_mm(q, ones)[:, 0]
 
 
 def quantize_act_int8(
@@ -79,14 +97,17 @@ def quantize_act_int8(
     shifted by ``2^(bits-1)`` into the signed range, so ``x_hat = (q - z_s) * s`` with the
     shifted zero ``z_s`` returned. Codes equal those of
     :func:`~quantizers.core.quantizer.quantize_codes` (same division and rounding).
-    Returns ``(q int8 [M, K], scale [M or 1, 1], z_s [M or 1, 1])``.
+    Returns ``(q int8 [M, K], scale [M or 1, 1], z_s [M or 1, 1])``; on CPU ``q`` lives in a
+    per-thread workspace, valid until the next call.
     """
     if scale is None or zero is None:
         lo, hi = token_range(x)
         scale, zero = qparams_from_range(lo, hi, bits, symmetric)
     qmin, qmax = qrange(bits, symmetric)
     off = 0 if symmetric else 2 ** (bits - 1)
-    q = torch.div(x, scale)
+    cpu = x.device.type == "cpu" and x.dim() == 2
+    q = torch.div(x, scale, out=_workspace(x.shape, x.dtype)) if cpu else torch.div(x, scale)
     q.round_()
     q.add_(zero - off).clamp_(qmin - off, qmax - off)
-    return q.to(torch.int8), scale, zero - off
+    codes = _workspace(x.shape, torch.int8).copy_(q) if cpu else q.to(torch.int8)
+    return codes, scale, zero - off
