@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantizers.core.context import current_step
-from quantizers.core.kernels import int_mm, pack_int4, quantize_act_int8, unpack_int4
+from quantizers.core.kernels import int_mm, pack_int4, quantize_act_int8, row_sums, unpack_int4
 from quantizers.core.observers import bucket_of
 from quantizers.core.quantizer import (
     fake_quant_act,
@@ -174,7 +174,7 @@ class QuantVariant(nn.Module):
             if not s.a_symmetric:  # sum_k (q - zx) w = q.w - zx * colsum(w)
                 acc.addr_(zx_m, self.w_colsum[:, g], alpha=-1)
             if not s.w_symmetric:  # ... - zw * sum_k (q - zx)
-                rows = qg.sum(-1, dtype=torch.int32).float() - k * zx_m
+                rows = row_sums(qg).float() - k * zx_m
                 acc.addr_(rows, self.w_zero[:, g].expand(n), alpha=-1)
             acc.mul_(self.w_scale[:, g])
             out = acc if out is None else out.add_(acc)
