@@ -23,12 +23,13 @@ import statistics
 import time
 
 import torch
+from bench_step import one_row  # the sibling script (run as benchmarks/bench_gpu_step.py)
 from torch import nn
 
 from vqbench.adapters._diffusers import match_rules
 from vqbench.adapters.cogvideox import CogVideoXAdapter
 from vqbench.registry import QUANTIZERS
-from vqbench.types import CalibrationSet, QuantTarget
+from vqbench.types import QuantTarget
 
 COGVIDEOX_2B = dict(  # diffusers' CogVideoX-2b transformer config
     num_attention_heads=30,
@@ -123,18 +124,8 @@ def main() -> None:
         out[f"{dtype}_s".replace("torch.", "")] = fp = timed(
             lambda: target.forward(batch), args.iters, device
         )
-        n = batch["latents"].shape[0]
-        calib = CalibrationSet(  # RTN with dynamic activations only needs the shapes
-            latents=batch["latents"],
-            timesteps=batch["timesteps"],
-            text=batch["text"],
-            outputs=torch.zeros_like(batch["latents"]),
-            step_index=torch.zeros(n, dtype=torch.long),
-            prompt_index=torch.zeros(n, dtype=torch.long),
-            is_uncond=torch.zeros(n, dtype=torch.bool),
-        )
         q = QUANTIZERS.get("rtn").from_spec(8, 8, kernel="real")
-        q.quantize(target, q.calibrate(target, calib))
+        q.quantize(target, q.calibrate(target, one_row(batch)))
         quant = target.forward(batch).float()
         out["W8A8_real_s"] = w8 = timed(lambda: target.forward(batch), args.iters, device)
     out["speedup_W8A8"] = round(fp / w8, 2)

@@ -83,13 +83,13 @@ def bench(
         target: QuantTarget = a.quant_target(spec)
         if bits is not None:
             q = QUANTIZERS.get("rtn").from_spec(*bits, kernel="real")
-            q.quantize(target, q.calibrate(target, _one_row(batch)))
+            q.quantize(target, q.calibrate(target, one_row(batch)))
         with torch.no_grad():
             out[label] = timed(lambda t=target, b=batch: t.forward(b), iters)
     return out
 
 
-def _one_row(batch: dict[str, torch.Tensor]) -> CalibrationSet:
+def one_row(batch: dict[str, torch.Tensor]) -> CalibrationSet:
     """A one-row calibration set (RTN with dynamic activations only needs the shapes)."""
     n = batch["latents"].shape[0]
     return CalibrationSet(
