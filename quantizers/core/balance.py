@@ -17,6 +17,7 @@ Used by salience-balancing methods (PTQ4DiT's CSB/SSC, ViDiT-Q's channel balanci
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -136,8 +137,10 @@ class ButterflyHadamard(BlockHadamard):
     """Same matrix as ``BlockHadamard(k, seed)``, stored as ``Q_p (x) H_2 (x) ... (x) H_2``.
 
     Sylvester's ``H_(2^m)`` is the Kronecker product of ``m`` copies of ``H_2``, so this keeps
-    4 numbers per power of 2 instead of ``a^2 + b^2`` (e.g. 20 instead of 80 for width 32),
-    at ``m`` passes over the input instead of 2 (the fast Walsh-Hadamard transform's shape).
+    4 numbers per power of 2 instead of ``a^2 + b^2`` (e.g. 20 instead of 80 for width 32).
+    :meth:`forward` still runs ``BlockHadamard``'s two Hadamard passes (``H_a``, ``H_b``,
+    rebuilt from the stored factors once per device and dtype) rather than one pass per
+    ``H_2``: ``m`` passes made ViDiT-Q's generation several times slower than RTN's.
     """
 
     def __init__(self, k: int, seed: int = 0) -> None:
@@ -145,9 +148,22 @@ class ButterflyHadamard(BlockHadamard):
         self.k = k
         m = (k & -k).bit_length() - 1  # largest power of 2 dividing k
         p = k >> m
+        self.p, self.m = p, m
         factors = ([random_orthogonal(p, seed)] if p > 1 else []) + [hadamard(2)] * m
         for i, f in enumerate(factors):
             self.register_buffer(f"f{i}", f.clone())
+        self._passes: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+
+    def pass_factors(self) -> list[torch.Tensor]:
+        """``Q_p``, ``H_a`` and ``H_b`` (``a * b = 2^m``), as in :func:`kron_factors`."""
+        fs = self.factors()
+        key = (fs[-1].device, fs[-1].dtype)
+        if key not in self._passes:
+            q, h2 = fs[: len(fs) - self.m], fs[len(fs) - self.m :]
+            a = self.m // 2
+            groups = [g for g in (h2[:a], h2[a:]) if g]
+            self._passes[key] = q + [functools.reduce(torch.kron, g) for g in groups]
+        return self._passes[key]
 
 
 __all__ = [

@@ -54,9 +54,13 @@ class BlockHadamard(nn.Module):
     def factors(self) -> list[torch.Tensor]:
         return list(self.buffers())
 
+    def pass_factors(self) -> list[torch.Tensor]:
+        """The factors :meth:`forward` multiplies by, one pass over ``x`` each."""
+        return self.factors()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        fs = self.factors()
+        fs = self.pass_factors()
         y = x.reshape(-1, *(f.shape[0] for f in fs))
         for axis, f in enumerate(fs, start=1):
             y = torch.movedim(torch.movedim(y, axis, -1) @ f.to(y.dtype), -1, axis)

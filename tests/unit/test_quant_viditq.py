@@ -62,6 +62,7 @@ def test_butterfly_rotation_is_the_block_hadamard_with_fewer_stored_numbers(k):
     assert torch.allclose(r @ r.t(), torch.eye(k), atol=1e-5)
     x = torch.randn(5, k)
     assert torch.allclose(fast(x), x @ r, atol=1e-5)
+    assert len(fast.pass_factors()) == len(block.factors())  # BlockHadamard's passes, not m
     numel = sum(b.numel() for b in fast.buffers())
     assert numel <= sum(b.numel() for b in block.buffers())
     if k == 32:
