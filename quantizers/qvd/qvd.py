@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from quantizers.core.base import BaseQuantizer, QuantConfig
-from quantizers.core.calib import run_calibration
+from quantizers.core.calib import HessianSum, run_calibration
 from quantizers.core.gptq import gptq_quantize
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant, QWeight, quantize_weight
 from quantizers.core.observers import MinMaxObserver, time_range_edges
@@ -152,8 +152,7 @@ class QVDQuantizer(BaseQuantizer):
         batch_t: list[torch.Tensor] = []
         fold = [0]
         gptq = cfg.weights == "gptq"
-        hess: dict[str, torch.Tensor] = {}
-        n_rows: dict[str, int] = {}
+        hess: dict[str, HessianSum] = {}
 
         def fn(name: str, x: torch.Tensor, b: int) -> None:
             if name in feats:
@@ -165,10 +164,8 @@ class QVDQuantizer(BaseQuantizer):
                             feats[name][tv] = x[int((t == tv).nonzero()[0])].float().clone()
                 return
             obs[name][fold[0]][b].update(x)
-            if gptq:  # float32 products (a double GEMM costs ~20x here), double running sum
-                xf = x.float()
-                hess[name] = hess.get(name, 0) + (xf.t() @ xf).double()
-                n_rows[name] = n_rows.get(name, 0) + x.shape[0]
+            if gptq:  # float32 products: a float64 GEMM costs ~20x here
+                hess.setdefault(name, HessianSum(torch.float32)).update(x)
             if sample:  # reservoir of row chunks, uniform over calls, <= 2 * scri_rows rows
                 m = max(1, cfg.scri_rows // 8)
                 chunk = x[rng.sample(range(x.shape[0]), min(x.shape[0], m))].float().clone()
@@ -206,7 +203,7 @@ class QVDQuantizer(BaseQuantizer):
                     held_out, w, plans[n].spec, cfg.scri_alphas, cfg.act == "static"
                 )
             if gptq:
-                h = (2.0 * hess.pop(n) / n_rows[n]).float()
+                h = hess.pop(n).hessian()
                 for i, (spec, r) in enumerate(_variant_specs(plans[n], len(edges) + 1)):
                     scale = None
                     if cfg.scri:
