@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+from collections.abc import Callable
 
 import torch
-from bench_step import one_row  # the sibling script (run as benchmarks/bench_gpu_step.py)
+from bench_kernels import timed  # sibling scripts (run as benchmarks/bench_gpu_step.py)
+from bench_step import one_row
 from torch import nn
 
 from vqbench.adapters._diffusers import match_rules
@@ -90,18 +90,15 @@ def target_of(model: nn.Module) -> QuantTarget:
     return QuantTarget(module=model, roles=roles, layouts={}, skip=skip, forward=forward)
 
 
-def timed(fn, iters: int, device: torch.device) -> float:
-    """Median seconds of ``iters`` synchronised calls after one warm-up call."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
+def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """``fn`` followed by a CUDA synchronise, so wall time covers the queued kernels."""
+
+    def call() -> None:
         fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return call
 
 
 def main() -> None:
@@ -121,13 +118,12 @@ def main() -> None:
     out["params_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
     with torch.no_grad():
         ref = target.forward(batch).float()
-        out[f"{dtype}_s".replace("torch.", "")] = fp = timed(
-            lambda: target.forward(batch), args.iters, device
-        )
+        step = synced(lambda: target.forward(batch), device)
+        out[f"{dtype}_s".replace("torch.", "")] = fp = timed(step, args.iters)
         q = QUANTIZERS.get("rtn").from_spec(8, 8, kernel="real")
         q.quantize(target, q.calibrate(target, one_row(batch)))
         quant = target.forward(batch).float()
-        out["W8A8_real_s"] = w8 = timed(lambda: target.forward(batch), args.iters, device)
+        out["W8A8_real_s"] = w8 = timed(step, args.iters)
     out["speedup_W8A8"] = round(fp / w8, 2)
     out["rel_err_vs_fp"] = round(float((quant - ref).norm() / ref.norm()), 4)
     out["iters"] = args.iters

@@ -148,7 +148,7 @@ class ButterflyHadamard(BlockHadamard):
         self.k = k
         m = (k & -k).bit_length() - 1  # largest power of 2 dividing k
         p = k >> m
-        self.p, self.m = p, m
+        self.m = m
         factors = ([random_orthogonal(p, seed)] if p > 1 else []) + [hadamard(2)] * m
         for i, f in enumerate(factors):
             self.register_buffer(f"f{i}", f.clone())
