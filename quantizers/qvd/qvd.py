@@ -244,6 +244,7 @@ class QVDQuantizer(BaseQuantizer):
             alphas[name] = alpha
             shift, scale, _ = scri_params(lo, hi, alpha)
             x = (x - shift) / scale
+        w_s, b_s = (w, b) if shift is None else fold(w, b, shift, scale)
         out = {}
         specs = [(k, s) for k, s in (("", plan.spec), (".early", plan.early)) if s is not None]
         for i, (key, spec) in enumerate(specs):
@@ -252,7 +253,6 @@ class QVDQuantizer(BaseQuantizer):
                 qw = self._store_gptq(tensors, f"{name}.v{i}", w, spec, h, scale)
             if spec.a_bits >= 16:
                 continue
-            w_s, b_s = (w, b) if shift is None else fold(w, b, shift, scale)
             qw = qw or self._qweight(w_s, spec)
             w_q = w_s if qw is None else qw.dequant()
             b_q = b_s if shift is None else fold(w, b, shift, scale, w_q)[1]
