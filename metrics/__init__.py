@@ -1,8 +1,8 @@
 """Metrics for generated videos, one module per metric family.
 
 ``CATALOG`` maps each registered name to its lazy ``"module:attr"`` entry; vqbench's metric
-registry is built from it. Efficiency helpers (latency, memory, packed bytes) live in
-:mod:`metrics.efficiency` and paired statistics in :mod:`metrics.stats`; they are not metrics.
+registry is built from it. Latency, memory and packed bytes are measured by the harness
+(:mod:`vqbench.measure`) and paired statistics live in :mod:`metrics.stats`; neither is a metric.
 """
 
 CATALOG: dict[str, str] = {

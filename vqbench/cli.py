@@ -13,16 +13,20 @@ from vqbench.records import RecordError
 from vqbench.registry import UnknownNameError
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", help="YAML run config (defaults are used without one)")
+def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config field, e.g. --set quantizers.0.w_bits=4 (repeatable)",
+        help=f"override a config field, e.g. --set {example} (repeatable)",
     )
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="YAML run config (defaults are used without one)")
+    _add_overrides(p, "quantizers.0.w_bits=4")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -63,8 +67,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Leaderboard of a results dir: markdown to stdout, or md/CSV/HTML and plots with --out."""
+    from vqbench.records import find_records
     from vqbench.report import markdown_table, paired_table, select, write_report
-    from vqbench.store import find_records
 
     records = None
     if args.out is None or args.paired:
@@ -151,14 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("sweep", help=cmd_sweep.__doc__)
     p.add_argument("-c", "--config", required=True, help="YAML sweep config")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a sweep field, e.g. --set base.generation.num_prompts=4 (repeatable)",
-    )
+    _add_overrides(p, "base.generation.num_prompts=4")
     p.add_argument("--executor", choices=["local", "submitit"], help="override the executor")
     p.add_argument("--dry-run", action="store_true", help="print the cells and cache status")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,9 +18,8 @@ from typing import Any
 
 import yaml
 
-SUPPORTED_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 16)
-KERNEL_MODES: tuple[str, ...] = ("fake", "real")
-DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+from vqbench.types import BITS as SUPPORTED_BITS
+from vqbench.types import DIGEST_LENGTH, DTYPES, KERNEL_MODES, digest
 
 
 class ConfigError(ValueError):
@@ -79,8 +76,13 @@ class QuantSpec:
     @property
     def label(self) -> str:
         """Record label, e.g. ``rtn-W8A8`` or ``q_vdit-W4A6-noTMD``."""
-        base = f"{self.name}-W{self.w_bits}A{self.a_bits}"
-        return f"{base}-{self.tag}" if self.tag else base
+        return setting_label(self.name, self.w_bits, self.a_bits, self.tag)
+
+
+def setting_label(name: str, w_bits: int, a_bits: int, tag: str | None = None) -> str:
+    """``<method>-W<w>A<a>`` or ``<method>-W<w>A<a>-<tag>``: a quantizer setting's label."""
+    base = f"{name}-W{w_bits}A{a_bits}"
+    return f"{base}-{tag}" if tag else base
 
 
 @dataclass
@@ -321,22 +323,46 @@ def load_config(
     """Defaults, then the YAML file, then ``--set`` overrides; validated."""
     data = to_dict(RunConfig())
     if path is not None:
-        _deep_update(data, load_yaml(path))
+        deep_update(data, load_yaml(path))
     for o in overrides or []:
         apply_override(data, o)
     cfg = from_dict(RunConfig, data)
     return validate(cfg) if check else cfg
 
 
-def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
+def deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
+    """Merge mapping ``new`` into ``base`` in place; a quantizer's ``params`` are replaced
+    whole, other nested mappings merged key by key."""
     for k, v in new.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "params":
-            _deep_update(base[k], v)
+            deep_update(base[k], v)
         else:
             base[k] = v
 
 
-def config_hash(obj: Any, length: int = 12) -> str:
+def config_hash(obj: Any, length: int = DIGEST_LENGTH) -> str:
     """Stable short sha256 of a config (dataclass or dict), independent of key order."""
-    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+    return digest(to_dict(obj), length)
+
+
+def run_hash(cfg: RunConfig) -> str:
+    """``config_hash`` of a run, blind to settings that do not change results (quiet, cache)."""
+    return config_hash(dataclasses.replace(cfg, quiet=False, cache_dir=None))
+
+
+#: the fields of :class:`GenerationSpec` that say *how* to sample (not *which* samples)
+SAMPLING_FIELDS: tuple[str, ...] = (
+    "steps",
+    "guidance",
+    "frames",
+    "height",
+    "width",
+    "fps",
+    "batch_size",
+)
+
+
+def sampling_spec(spec: GenerationSpec) -> dict[str, Any]:
+    """How to sample, apart from which prompts and seeds (batching changes float rounding,
+    so the batch size belongs here)."""
+    return {k: getattr(spec, k) for k in SAMPLING_FIELDS}

@@ -7,7 +7,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vqbench.config import setting_label
+from vqbench.store import atomic_write_text
+from vqbench.types import KERNEL_MODES
+
 SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed")
 
 
 class RecordError(ValueError):
@@ -27,7 +32,10 @@ class RunRecord:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     efficiency: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
-    config_hash: str = ""
+    run_hash: str = ""  # config_hash of the run config (see vqbench.config.run_hash)
+    status: str = "ok"  # "ok" or "failed" (then ``error`` says why and there are no metrics)
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -36,8 +44,7 @@ class RunRecord:
         if not self.quantizer:
             return "fp"
         q = self.quantizer
-        base = f"{q['name']}-W{q['w_bits']}A{q['a_bits']}"
-        return f"{base}-{q['tag']}" if q.get("tag") else base
+        return setting_label(q["name"], q["w_bits"], q["a_bits"], q.get("tag"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,8 +55,6 @@ class RunRecord:
         return cls(**{k: d[k] for k in _FIELDS if k in d})
 
     def save(self, path: str | Path) -> Path:
-        from vqbench.store import atomic_write_text
-
         validate_record(self.to_dict())
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
 
@@ -76,7 +81,10 @@ _FIELDS = (
     "metrics",
     "efficiency",
     "environment",
-    "config_hash",
+    "run_hash",
+    "status",
+    "error",
+    "timings",
     "schema_version",
 )
 
@@ -106,6 +114,11 @@ def validate_record(d: Any) -> None:
         raise RecordError(
             f"schema_version: {d['schema_version']} is newer than this vqbench ({SCHEMA_VERSION})"
         )
+    status = d.get("status", "ok")
+    if status not in STATUSES:
+        raise RecordError(f"status: must be one of {STATUSES}, got {status!r}")
+    if status == "failed" and d["metrics"]:
+        raise RecordError("metrics: a failed setting carries no metric values")
     for key in ("id", "dtype"):
         if key not in d["model"]:
             raise RecordError(f"model.{key}: missing")
@@ -117,8 +130,10 @@ def validate_record(d: Any) -> None:
         for key in _QUANT_KEYS:
             if key not in q:
                 raise RecordError(f"quantizer.{key}: missing")
-        if q["kernel"] not in ("fake", "real"):
-            raise RecordError(f"quantizer.kernel: must be 'fake' or 'real', got {q['kernel']!r}")
+        if q["kernel"] not in KERNEL_MODES:
+            raise RecordError(
+                f"quantizer.kernel: must be one of {KERNEL_MODES}, got {q['kernel']!r}"
+            )
         if "effective_bits" not in q:
             raise RecordError("quantizer.effective_bits: missing")
     for name, m in d["metrics"].items():
@@ -129,3 +144,12 @@ def validate_record(d: Any) -> None:
                 raise RecordError(f"metrics.{name}.{key}: missing")
         if not isinstance(m["value"], int | float) and m["value"] is not None:
             raise RecordError(f"metrics.{name}.value: expected a number")
+
+
+def find_records(root: str | Path) -> list[RunRecord]:
+    """All ``run.json`` records below ``root``, sorted by run id (``RecordError`` if invalid)."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"results dir not found: {root}")
+    records = [RunRecord.load(p) for p in sorted(root.rglob("run.json"))]
+    return sorted(records, key=lambda r: r.run_id)

@@ -1,168 +1,324 @@
-"""One run: FP generation, calibration capture, then per quantizer: quantize, generate, measure.
+"""One run as explicit stages: prepare, FP generation, calibration capture, then per setting
+quantize, generate and score, and write.
 
-One copy of the model is in memory at a time: the adapter is reloaded before each quantizer.
-Each model setting (FP and every quantizer setting) gets a directory
-``<output_dir>/<run_id>/<label>/`` with ``run.json``, ``samples.jsonl`` and its videos.
+- :func:`prepare` resolves and validates everything before a model is loaded: prompts are
+  read once, every quantizer is built from its config;
+- :func:`load_model` loads the adapter and computes every cache key once;
+- :func:`fp_stage`, :func:`capture_stage`, :func:`quantize_stage` and :func:`generate_stage`
+  do the work; :func:`finish_setting` scores and writes any setting, FP or quantized.
+
+One copy of the model is in memory at a time: the adapter is reloaded only before a setting
+that follows a quantized one. Each setting gets ``<output_dir>/<run_id>/<label>/`` with
+``run.json``, ``samples.jsonl`` and its videos.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
-import os
-import platform
-import subprocess
 import time
 import uuid
-from dataclasses import asdict, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from metrics.efficiency import (
-    StepTimer,
-    WallTimer,
+from vqbench import shard
+from vqbench.cache import CALIBRATION, FP_VIDEOS, QUANT_STATE, Cache, cache_key
+from vqbench.config import GenerationSpec, QuantSpec, RunConfig, config_hash, run_hash, to_dict
+from vqbench.cpu_alloc import keep_heap_memory
+from vqbench.environment import environment
+from vqbench.keys import input_keys, run_cache
+from vqbench.measure import (
     compression_ratio,
-    latency_summary,
+    generate_timed,
     peak_memory,
     reset_peak_memory,
+    single_video_latency,
     weight_bytes,
 )
-from vqbench.cache import CALIBRATION, FP_VIDEOS, QUANT_STATE, Cache, cache_key
-from vqbench.config import LatencySpec, RunConfig, config_hash, to_dict
-from vqbench.cpu_alloc import keep_heap_memory
 from vqbench.prompts import Prompt, load_prompts, prompts_hash
 from vqbench.records import RunRecord
 from vqbench.registry import METRICS, MODELS, QUANTIZERS
 from vqbench.store import atomic_write_text
-from vqbench.types import MetricResult, SampleContext, Video
+from vqbench.types import CalibrationSet, MetricResult, QuantTarget, SampleContext, Video
 from vqbench.video import write_video
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Plan", "LoadedModel", "Generated", "run", "prepare", "load_model", "run_hash"]
 
-def environment() -> dict[str, Any]:
-    """Package versions, git sha and device of this process."""
-    import diffusers
 
+@dataclass
+class Plan:
+    """A run resolved and validated before any model is loaded (the prepare stage)."""
+
+    cfg: RunConfig
+    run_id: str
+    root: Path
+    created: str
+    env: dict[str, Any]
+    prompts: list[Prompt]
+    pairs: list[tuple[Prompt, int]]
+    calib_prompts: list[Prompt]
+    quantizers: list[tuple[QuantSpec, Any]]
+    device: str
+    lead: bool  # rank 0 (or the only process): scores and writes
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    """The loaded adapter and everything keyed on the model's identity, computed once."""
+
+    adapter: Any
+    spec: GenerationSpec
+    info: dict[str, Any]
+    cache: Cache | None
+    keys: dict[str, str]  # content keys of the FP videos and the calibration set
+    ids: dict[str, str]  # the same keys without the weights digest (for `sweep --dry-run`)
+    fp_bytes: int
+    quantized: bool = False  # quantized in place: reload before the next setting
+
+
+@dataclass
+class Generated:
+    """The videos of one setting with their wall time and (inline) latency."""
+
+    videos: list[Video]
+    seconds: float
+    latency: dict[str, Any] | None
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall seconds of the block to ``timings[stage]``."""
+    t0 = time.perf_counter()
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        sha = ""
-    from vqbench import __version__
-
-    return {
-        "vqbench": __version__,
-        "git_sha": sha or None,
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "threads": torch.get_num_threads(),
-    }
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
 def _pairs(prompts: list[Prompt], seeds: list[int]) -> list[tuple[Prompt, int]]:
     return [(p, s) for p in prompts for s in seeds]
 
 
-def _generate(
-    adapter: Any,
-    pairs: list[tuple[Prompt, int]],
-    spec: Any,
-    quiet: bool,
-    desc: str,
-    timing: LatencySpec | None = None,
-) -> tuple[list[Video], float, dict[str, Any] | None]:
-    """Generate one video per pair with a progress bar; returns videos, wall seconds and,
-    with an inline ``timing`` spec (``iters == 0``), the latency of these batches.
-
-    Under torchrun the batches are sharded across ranks (see :mod:`vqbench.shard`).
-    """
-    from vqbench import shard
-
+# ---- stage 1: prepare -------------------------------------------------------------------
+def prepare(cfg: RunConfig, run_id: str | None = None) -> Plan:
+    """Resolve ``cfg``: prompts read once, every quantizer built (its params validated)."""
     t0 = time.perf_counter()
-    batches = [pairs[i : i + spec.batch_size] for i in range(0, len(pairs), spec.batch_size)]
-    rank, world, _ = shard.setup(str(adapter.device))
-    mine = sum(len(b) for b in batches[rank::world])
-    inline = timing is not None and timing.enabled and timing.iters == 0
-    ends: list[float] = []
-    steps: list[list[float]] = []
+    rank, _, device = shard.setup(cfg.model.device)
+    if torch.device(device).type == "cpu":
+        keep_heap_memory()  # large activations stop page-faulting (speed only)
+    run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    gen = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
+    c = cfg.calibration
+    calib = load_prompts(c.prompts, c.num_prompts, "calibration.prompts") if cfg.quantizers else []
+    quantizers = [
+        (
+            q,
+            QUANTIZERS.get(q.name, f"quantizers[{i}].name").from_spec(
+                q.w_bits, q.a_bits, q.kernel, q.params
+            ),
+        )
+        for i, q in enumerate(cfg.quantizers)
+    ]
+    return Plan(
+        cfg=cfg,
+        run_id=run_id,
+        root=Path(cfg.output_dir) / run_id,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        env=environment(),
+        prompts=gen,
+        pairs=_pairs(gen, list(cfg.generation.seeds)),
+        calib_prompts=calib,
+        quantizers=quantizers,
+        device=device,
+        lead=rank == 0,
+        timings={"prepare": time.perf_counter() - t0},
+    )
 
-    def one(chunk: list[tuple[Prompt, int]]) -> list[Video]:
-        with StepTimer(adapter.denoiser()) as timer, WallTimer(adapter.device) as wall:
-            out = adapter.generate(
-                [p.text for p, _ in chunk], [s for _, s in chunk], spec, progress=bar.update
+
+def load_model(plan: Plan) -> LoadedModel:
+    """Load the adapter in FP and compute the cache keys of its FP videos and calibration."""
+    cfg = plan.cfg
+    with timed(plan.timings, "load"):
+        adapter = MODELS.get(cfg.model.name, "model.name")(cfg.model.path)
+        adapter.load(plan.device, cfg.model.dtype)
+        spec = adapter.resolve(cfg.generation)
+        info = {**adapter.model_info(), "name": cfg.model.name}
+        keys = input_keys(cfg, spec, plan.pairs, plan.calib_prompts, info.get("revision"))
+        ids = input_keys(cfg, spec, plan.pairs, plan.calib_prompts)
+        fp_bytes = weight_bytes(list(adapter.denoisers().values()))
+    return LoadedModel(
+        adapter, spec, info, run_cache(cfg, info.get("revision")), keys, ids, fp_bytes
+    )
+
+
+# ---- stage 2: FP generation ---------------------------------------------------------------
+def fp_stage(plan: Plan, m: LoadedModel) -> Generated:
+    """The FP videos: from the cache, or generated (and cached by the lead process)."""
+    key, cache = m.keys[FP_VIDEOS], m.cache
+    with timed(plan.timings, "fp_generation"):
+        reset_peak_memory(m.adapter.device)
+        if cache and cache.has(FP_VIDEOS, key):
+            log.info("FP videos from cache entry %s", key)
+            meta = cache.meta(FP_VIDEOS, key)
+            return Generated(cache.get_videos(key), meta["generation_seconds"], meta.get("latency"))
+        fp = generate_stage(plan, m, "FP")
+        if cache and plan.lead:
+            meta = {"generation_seconds": fp.seconds, "config_key": m.ids[FP_VIDEOS]}
+            cache.put_videos(key, fp.videos, {**meta, "latency": fp.latency})
+    return fp
+
+
+def generate_stage(plan: Plan, m: LoadedModel, desc: str) -> Generated:
+    """One video per (prompt, seed) with the model as it is now (FP or quantized)."""
+    videos, secs, latency = generate_timed(
+        m.adapter, plan.pairs, m.spec, plan.cfg.quiet, desc, plan.cfg.latency
+    )
+    return Generated(videos, secs, latency)
+
+
+# ---- stage 3: calibration capture ------------------------------------------------------------
+def capture_stage(plan: Plan, m: LoadedModel) -> tuple[CalibrationSet, dict[str, Any]]:
+    """FP trajectories on the calibration prompts (shared by every quantizer), and their
+    description for the records."""
+    c, key, cache = plan.cfg.calibration, m.keys[CALIBRATION], m.cache
+    with timed(plan.timings, "capture"):
+        if cache and cache.has(CALIBRATION, key):
+            log.info("calibration set from cache entry %s", key)
+            calib = cache.get_calibration(key)
+        else:
+            log.info("capturing calibration trajectories on %d prompts", len(plan.calib_prompts))
+            calib = m.adapter.capture(
+                [p.text for p in plan.calib_prompts],
+                [c.seed + i for i in range(len(plan.calib_prompts))],
+                m.spec,
+                c.every_k_steps,
             )
-        ends.append(wall.seconds)
-        steps.append(timer.times)
-        return out
-
-    with tqdm(total=mine, desc=desc, disable=quiet or rank > 0, unit="video") as bar:
-        videos = shard.map_batches(one, batches)
-    secs = time.perf_counter() - t0
-    if not inline:
-        return videos, secs, None
-    warm = min(timing.warmup, len(ends) - 1)  # at least one measured batch
-    latency = {
-        "step": latency_summary([t for ts in steps[warm:] for t in ts]),
-        "end_to_end": latency_summary(ends[warm:]),
-        "batch_size": spec.batch_size,
-        "warmup_batches": warm,
+            if cache and plan.lead:
+                meta = {"prompts": c.prompts, "config_key": m.ids[CALIBRATION]}
+                cache.put_calibration(key, calib, meta)
+    info = {
+        "prompts": c.prompts,
+        "prompts_hash": prompts_hash(plan.calib_prompts),
+        "samples": len(calib),
+        "every_k_steps": c.every_k_steps,
     }
-    return videos, secs, latency
+    return calib, info
 
 
-def _latency(
-    adapter: Any, pair: tuple[Prompt, int], spec: Any, timing: LatencySpec
+# ---- stage 4: one setting: quantize, generate, score -------------------------------------
+def quantize_stage(
+    plan: Plan, m: LoadedModel, q: QuantSpec, quantizer: Any, calib: CalibrationSet
 ) -> dict[str, Any]:
-    """Per-step and end-to-end latency (p50/p90) of ``timing.iters`` (at least 1)
-    single-video runs on one prompt, after ``timing.warmup`` warm-up runs."""
-    one = replace(spec, batch_size=1)
-    runs = timing.warmup + max(timing.iters, 1)
-    ends: list[float] = []
-    with StepTimer(adapter.denoiser()) as timer:
-        for _ in range(runs):
-            with WallTimer(adapter.device) as wall:
-                adapter.generate([pair[0].text], [pair[1]], one)
-            ends.append(wall.seconds)
-    steps_per_run = max(1, len(timer.times) // runs)
+    """Calibrate (or load the cached state of) and quantize every denoiser of the model in
+    place; returns the quantizer and calibration parts of the record."""
+    cfg = plan.cfg
+    if m.quantized:  # a fresh FP copy
+        with timed(plan.timings, "load"):
+            m.adapter.load(plan.device, cfg.model.dtype)
+    targets: list[QuantTarget] = m.adapter.quant_targets(m.spec)
+    calib_secs, cached = 0.0, []
+    for target in targets:
+        rows = m.adapter.calibration_for(target.name, calib)
+        key = cache_key(  # the resolved config: a changed method default is a new state
+            QUANT_STATE,
+            calibration=m.keys[CALIBRATION],
+            quantizer={k: v for k, v in to_dict(q).items() if k != "tag"},
+            config=quantizer.config.hash(),
+            target=target.name,
+        )
+        with timed(plan.timings, "calibrate"):
+            state, from_cache, secs = _calibrated_state(plan, m, quantizer, target, rows, key)
+        calib_secs += secs
+        cached.append(from_cache)
+        with timed(plan.timings, "quantize"):
+            quantizer.quantize(target, state)
+    m.quantized = True
+    desc = quantizer.describe()
     return {
-        "step": latency_summary(timer.times, warmup=timing.warmup * steps_per_run),
-        "end_to_end": latency_summary(ends, warmup=timing.warmup),
-        "batch_size": 1,
+        "quantizer": {
+            "name": q.name,
+            "version": desc.get("version", "1"),
+            "w_bits": q.w_bits,
+            "a_bits": q.a_bits,
+            "tag": q.tag,
+            "kernel": q.kernel,
+            "kernel_backend": desc.get("kernel_backend"),
+            "config": desc.get("config", {}),
+            "config_hash": desc.get("config_hash", config_hash(to_dict(q))),
+            "effective_bits": _effective_bits(quantizer, targets),
+            "targets": [t.name for t in targets],
+        },
+        "calibration": {"seconds": calib_secs, "state_cached": all(cached)},
     }
 
 
-def _metrics(
-    cfg: RunConfig,
-    adapter: Any,
-    videos: list[Video],
-    ctx: list[SampleContext],
-    is_fp: bool,
+def _calibrated_state(
+    plan: Plan,
+    m: LoadedModel,
+    quantizer: Any,
+    target: QuantTarget,
+    rows: CalibrationSet,
+    key: str,
+) -> tuple[Any, bool, float]:
+    """``(state, from_cache, calibration seconds)`` of one target: the cached state (with
+    the seconds its calibration took) or a fresh calibration."""
+    if m.cache and m.cache.has(QUANT_STATE, key):
+        log.info("calibration state of %s from cache entry %s", target.name, key)
+        return m.cache.get_state(key), True, m.cache.meta(QUANT_STATE, key)["calibration_seconds"]
+    t0 = time.perf_counter()
+    state = quantizer.calibrate(target, rows)
+    secs = time.perf_counter() - t0
+    if m.cache and plan.lead:
+        m.cache.put_state(key, state, {"calibration_seconds": secs})
+    return state, False, secs
+
+
+def _effective_bits(quantizer: Any, targets: list[QuantTarget]) -> dict[str, Any]:
+    """The quantizer's effective bits; over several denoisers, averaged by weight count."""
+    parts = [quantizer.effective_bits(t) for t in targets]
+    if len(parts) == 1:
+        return parts[0]
+    sizes = [sum(lin.weight.numel() for lin in t.linears().values()) for t in targets]
+    total = sum(sizes) or 1
+    out: dict[str, Any] = {
+        k: round(sum(p[k] * s for p, s in zip(parts, sizes, strict=True)) / total, 4)
+        for k in ("w_bits", "a_bits")
+    }
+    for k in ("quantized_layers", "fp_layers", "w8_layers"):
+        out[k] = sum(int(p.get(k, 0)) for p in parts)
+    return out
+
+
+def score(
+    plan: Plan, m: LoadedModel, videos: list[Video], fp: list[Video] | None
 ) -> dict[str, MetricResult]:
-    """Every configured metric; the adapter's defaults (backbones, reference videos) apply
-    unless ``cfg.metric_params`` overrides them."""
-    out: dict[str, MetricResult] = {}
-    defaults = adapter.metric_defaults()
+    """Every configured metric on ``videos`` (``fp``: the FP videos, ``None`` for FP itself);
+    the adapter's defaults (backbones, reference videos) apply unless ``metric_params``
+    overrides them."""
+    cfg, out = plan.cfg, {}
+    ctx = [
+        SampleContext(p.text, p.id, s, scene=p.scene, attributes=p.attributes, fp_video=fv)
+        for (p, s), fv in zip(plan.pairs, fp or [None] * len(plan.pairs), strict=True)
+    ]
+    defaults = m.adapter.metric_defaults()
     for name in cfg.metrics:
         cls = METRICS.get(name)
         requires = getattr(cls, "requires", frozenset())
-        if is_fp and "fp_video" in requires:
+        if fp is None and "fp_video" in requires:
             continue  # comparisons against FP are not defined for FP itself
         params = {**defaults.get(name, {}), **cfg.metric_params.get(name, {})}
         metric = cls(**params)
         if "reference" in requires and not params.get("reference_dir"):
-            refs = adapter.reference_videos(ctx)
+            refs = m.adapter.reference_videos(ctx)
             if refs is not None:
                 metric.set_reference(refs)
         metric.update(videos, ctx)
@@ -170,15 +326,70 @@ def _metrics(
     return out
 
 
-def _write_setting(
+def finish_setting(
+    plan: Plan,
+    m: LoadedModel,
+    label: str,
+    gen: Generated,
+    fp: Generated | None,
+    parts: dict[str, Any] | None = None,
+) -> RunRecord:
+    """Score one setting (FP when ``fp`` is None), time it if asked, and write its record."""
+    cfg, timings = plan.cfg, dict(plan.timings)
+    with timed(timings, "metrics"):
+        results = score(plan, m, gen.videos, None if fp is None else fp.videos)
+    q_bytes = weight_bytes(list(m.adapter.denoisers().values()))
+    eff: dict[str, Any] = {
+        "generation_seconds": gen.seconds,
+        "weight_bytes": q_bytes,
+        "compression_ratio": compression_ratio(m.fp_bytes, q_bytes),
+        "peak_memory": peak_memory(m.adapter.device),
+    }
+    if fp is not None:
+        eff["fp_weight_bytes"] = m.fp_bytes
+    if cfg.latency.enabled:  # inline timing of cached FP videos comes from their entry
+        inline = cfg.latency.iters == 0 and gen.latency
+        with timed(timings, "latency"):
+            eff["latency"] = (
+                gen.latency
+                if inline
+                else single_video_latency(m.adapter, plan.pairs[0], m.spec, cfg.latency)
+            )
+    record = RunRecord(
+        run_id=f"{plan.run_id}/{label}",
+        created=plan.created,
+        model=m.info,
+        generation=_generation_info(plan, m),
+        environment=plan.env,
+        run_hash=run_hash(cfg),
+        metrics={k: v.to_dict() for k, v in results.items()},
+        efficiency=eff,
+        **(parts or {}),
+    )
+    with timed(timings, "write"):
+        record.timings = timings
+        write_setting(plan.root / label, record, plan.pairs, gen.videos, results)
+    return record
+
+
+def _generation_info(plan: Plan, m: LoadedModel) -> dict[str, Any]:
+    return {
+        "spec": to_dict(m.spec),
+        "seeds": list(plan.cfg.generation.seeds),
+        "prompts_hash": prompts_hash(plan.prompts),
+        "num_videos": len(plan.pairs),
+    }
+
+
+# ---- stage 5: write --------------------------------------------------------------------------
+def write_setting(
     out_dir: Path,
     record: RunRecord,
     pairs: list[tuple[Prompt, int]],
     videos: list[Video],
     results: dict[str, MetricResult],
 ) -> None:
-    import json
-
+    """Videos, ``samples.jsonl`` (per-video metric values) and, last, ``run.json``."""
     rows = []
     for i, ((p, seed), v) in enumerate(zip(pairs, videos, strict=True)):
         vid = out_dir / "videos" / f"{i:04d}_{p.id}_s{seed}.mp4"
@@ -192,215 +403,31 @@ def _write_setting(
     record.save(out_dir / "run.json")
 
 
-def _cache_for(cfg: RunConfig, revision: Any) -> Cache | None:
-    """The run cache: ``cfg.cache_dir`` if set; otherwise ``$VQBENCH_CACHE_DIR/runs`` (default
-    ``~/.cache/vqbench/runs``) for models whose weights digest is known, since only then do
-    the keys identify the content. Random-weight test models are not cached by default.
-    """
-    if cfg.cache_dir:
-        return Cache(cfg.cache_dir)
-    if revision is None:
-        return None
-    root = os.environ.get("VQBENCH_CACHE_DIR") or Path.home() / ".cache" / "vqbench"
-    return Cache(Path(root) / "runs")
-
-
-def run_hash(cfg: RunConfig) -> str:
-    """``config_hash`` of a run, blind to settings that do not change results (quiet, cache)."""
-    return config_hash(replace(cfg, quiet=False, cache_dir=None))
-
-
-def cache_keys(cfg: RunConfig, spec: Any, revision: Any = None) -> dict[str, str]:
-    """Cache keys of the FP videos and the calibration set of ``cfg`` (resolved ``spec``).
-
-    ``revision`` is the loaded model's revision (weights digest) where the adapter knows it;
-    with ``None`` the keys name the configured model only (what ``sweep --dry-run`` can know).
-    """
-    model = {**to_dict(cfg.model), "revision": revision}
-    gen = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
-    pairs = [[p.id, p.text, s] for p, s in _pairs(gen, cfg.generation.seeds)]
-    c = cfg.calibration
-    calib = load_prompts(c.prompts, c.num_prompts, "calibration.prompts")
-    return {
-        FP_VIDEOS: cache_key(FP_VIDEOS, model=model, spec=to_dict(spec), pairs=pairs),
-        CALIBRATION: cache_key(
-            CALIBRATION,
-            model=model,
-            spec=to_dict(spec),
-            prompts=[[p.id, p.text] for p in calib],
-            seed=c.seed,
-            every_k_steps=c.every_k_steps,
-        ),
-    }
-
-
 def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> list[RunRecord]:
     """Execute ``cfg``; returns the FP record followed by one record per quantizer setting.
 
     ``run_id`` names the output directory (default: a timestamp); ``write_fp=False`` skips
-    the FP record (a sweep writes it once per model). With ``cfg.cache_dir`` set, FP videos and
-    the calibration set are read from and written to a content-addressed :class:`Cache`.
+    the FP record (a sweep writes it once per model). FP videos, the calibration set and the
+    quantizer states are read from and written to the run cache (:func:`vqbench.keys.run_cache`).
     Under torchrun, generation is sharded and only rank 0 returns and writes records.
     """
-    from vqbench import shard
-
-    quiet = cfg.quiet
-    rank, _, device = shard.setup(cfg.model.device)
-    if torch.device(device).type == "cpu":
-        keep_heap_memory()  # large activations stop page-faulting (speed only)
-    lead = rank == 0
-    if run_id is None:
-        run_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    root = Path(cfg.output_dir) / run_id
-    gen_prompts = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
-    pairs = _pairs(gen_prompts, cfg.generation.seeds)
-    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    env = environment()
-
-    adapter = MODELS.get(cfg.model.name, "model.name")(cfg.model.path)
-    adapter.load(device, cfg.model.dtype)
-    spec = adapter.resolve(cfg.generation)
-    cache = _cache_for(cfg, adapter.model_info().get("revision"))
-    generation = {
-        "spec": to_dict(spec),
-        "seeds": list(cfg.generation.seeds),
-        "prompts_hash": prompts_hash(gen_prompts),
-        "num_videos": len(pairs),
-    }
-
-    def base_record(label: str) -> RunRecord:
-        return RunRecord(
-            run_id=f"{run_id}/{label}",
-            created=created,
-            model={**adapter.model_info(), "name": cfg.model.name},
-            generation=generation,
-            environment=env,
-            config_hash=run_hash(cfg),
-        )
-
-    # ---- FP ------------------------------------------------------------------------------
-    keys = cache_keys(cfg, spec, adapter.model_info().get("revision"))
-    ids = cache_keys(cfg, spec)  # recorded with the entries for `sweep --dry-run`
-    reset_peak_memory(adapter.device)
-    if cache and cache.has(FP_VIDEOS, keys[FP_VIDEOS]):
-        log.info("FP videos from cache entry %s", keys[FP_VIDEOS])
-        fp_videos = cache.get_videos(keys[FP_VIDEOS])
-        fp_meta = cache.meta(FP_VIDEOS, keys[FP_VIDEOS])
-        fp_secs, fp_latency = fp_meta["generation_seconds"], fp_meta.get("latency")
-    else:
-        fp_videos, fp_secs, fp_latency = _generate(adapter, pairs, spec, quiet, "FP", cfg.latency)
-        if cache and lead:
-            meta = {"generation_seconds": fp_secs, "config_key": ids[FP_VIDEOS]}
-            cache.put_videos(keys[FP_VIDEOS], fp_videos, {**meta, "latency": fp_latency})
-    fp_bytes = weight_bytes(adapter.denoiser())
-    records: list[RunRecord] = []
-    if write_fp and lead:
-        fp_ctx = [
-            SampleContext(p.text, p.id, s, scene=p.scene, attributes=p.attributes) for p, s in pairs
-        ]
-        fp_rec = base_record("fp")
-        fp_results = _metrics(cfg, adapter, fp_videos, fp_ctx, is_fp=True)
-        fp_rec.metrics = {k: v.to_dict() for k, v in fp_results.items()}
-        fp_rec.efficiency = {
-            "generation_seconds": fp_secs,
-            "weight_bytes": fp_bytes,
-            "compression_ratio": 1.0,
-            "peak_memory": peak_memory(adapter.device),
-        }
-        if cfg.latency.enabled:  # inline timing of cached FP videos comes from their entry
-            inline = cfg.latency.iters == 0 and fp_latency
-            lat = fp_latency if inline else _latency(adapter, pairs[0], spec, cfg.latency)
-            fp_rec.efficiency["latency"] = lat
-        _write_setting(root / "fp", fp_rec, pairs, fp_videos, fp_results)
-        records.append(fp_rec)
-
-    if not cfg.quantizers:
+    plan = prepare(cfg, run_id)
+    m = load_model(plan)
+    fp = fp_stage(plan, m)
+    records = []
+    if write_fp and plan.lead:
+        records.append(finish_setting(plan, m, "fp", fp, None))
+    if not plan.quantizers:
         return records
-
-    # ---- calibration trajectories (shared by all quantizers) --------------------------------
-    calib_prompts = load_prompts(
-        cfg.calibration.prompts, cfg.calibration.num_prompts, "calibration.prompts"
-    )
-    if cache and cache.has(CALIBRATION, keys[CALIBRATION]):
-        log.info("calibration set from cache entry %s", keys[CALIBRATION])
-        calib = cache.get_calibration(keys[CALIBRATION])
-    else:
-        log.info("capturing calibration trajectories on %d prompts", len(calib_prompts))
-        calib = adapter.capture(
-            [p.text for p in calib_prompts],
-            [cfg.calibration.seed + i for i in range(len(calib_prompts))],
-            spec,
-            cfg.calibration.every_k_steps,
-        )
-        if cache and lead:
-            meta = {"prompts": cfg.calibration.prompts, "config_key": ids[CALIBRATION]}
-            cache.put_calibration(keys[CALIBRATION], calib, meta)
-    calib_info = {
-        "prompts": cfg.calibration.prompts,
-        "prompts_hash": prompts_hash(calib_prompts),
-        "samples": len(calib),
-        "every_k_steps": cfg.calibration.every_k_steps,
-    }
-
-    # ---- each quantizer -----------------------------------------------------------------
-    for i, q in enumerate(cfg.quantizers):
-        qcls = QUANTIZERS.get(q.name, f"quantizers[{i}].name")
-        quantizer = qcls.from_spec(q.w_bits, q.a_bits, q.kernel, q.params)
-        adapter.load(device, cfg.model.dtype)  # a fresh FP copy
-        target = adapter.quant_target(spec)
-        state_key = cache_key(  # the resolved config: a changed method default is a new state
-            QUANT_STATE,
-            calibration=keys[CALIBRATION],
-            quantizer=to_dict(q),
-            config=quantizer.config.hash(),
-            spec=to_dict(spec),
-        )
-        t0 = time.perf_counter()
-        state_cached = bool(cache and cache.has(QUANT_STATE, state_key))
-        if state_cached:
-            log.info("%s: calibration state from cache entry %s", q.label, state_key)
-            state = cache.get_state(state_key)
-            calib_secs = cache.meta(QUANT_STATE, state_key)["calibration_seconds"]
-        else:
-            state = quantizer.calibrate(target, calib)
-            calib_secs = time.perf_counter() - t0
-            if cache and lead:
-                cache.put_state(state_key, state, {"calibration_seconds": calib_secs})
-        quantizer.quantize(target, state)
-        reset_peak_memory(adapter.device)
-        videos, secs, latency = _generate(adapter, pairs, spec, quiet, q.label, cfg.latency)
-        if not lead:
-            continue
-        ctx = [
-            SampleContext(p.text, p.id, s, scene=p.scene, attributes=p.attributes, fp_video=fv)
-            for (p, s), fv in zip(pairs, fp_videos, strict=True)
-        ]
-        results = _metrics(cfg, adapter, videos, ctx, is_fp=False)
-        q_bytes = weight_bytes(adapter.denoiser())
-        desc = quantizer.describe()
-        rec = base_record(q.label)
-        rec.quantizer = {
-            "name": q.name,
-            "version": desc.get("version", "1"),
-            "w_bits": q.w_bits,
-            "a_bits": q.a_bits,
-            "tag": q.tag,
-            "kernel": q.kernel,
-            "config": desc.get("config", {}),
-            "config_hash": desc.get("config_hash", config_hash(asdict(q))),
-            "effective_bits": quantizer.effective_bits(target),
-        }
-        rec.calibration = {**calib_info, "seconds": calib_secs, "state_cached": state_cached}
-        rec.metrics = {k: v.to_dict() for k, v in results.items()}
-        rec.efficiency = {
-            "generation_seconds": secs,
-            "weight_bytes": q_bytes,
-            "fp_weight_bytes": fp_bytes,
-            "compression_ratio": compression_ratio(fp_bytes, q_bytes),
-            "peak_memory": peak_memory(adapter.device),
-        }
-        if cfg.latency.enabled:
-            rec.efficiency["latency"] = latency or _latency(adapter, pairs[0], spec, cfg.latency)
-        _write_setting(root / q.label, rec, pairs, videos, results)
-        records.append(rec)
+    calib, calib_info = capture_stage(plan, m)
+    for q, quantizer in plan.quantizers:
+        for stage in ("calibrate", "quantize", "generate"):
+            plan.timings.pop(stage, None)
+        parts = quantize_stage(plan, m, q, quantizer, calib)
+        parts["calibration"] = {**calib_info, **parts["calibration"]}
+        with timed(plan.timings, "generate"):
+            reset_peak_memory(m.adapter.device)
+            gen = generate_stage(plan, m, q.label)
+        if plan.lead:
+            records.append(finish_setting(plan, m, q.label, gen, fp, parts))
     return records

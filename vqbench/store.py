@@ -1,12 +1,10 @@
-"""The results directory: atomic writes and discovery of run records."""
+"""Atomic file writes for results and caches (temporary file, then ``os.replace``)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-
-from vqbench.records import RunRecord
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -27,12 +25,3 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def find_records(root: str | Path) -> list[RunRecord]:
-    """All ``run.json`` records below ``root``, sorted by run id (``RecordError`` if invalid)."""
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"results dir not found: {root}")
-    records = [RunRecord.load(p) for p in sorted(root.rglob("run.json"))]
-    return sorted(records, key=lambda r: r.run_id)

@@ -24,8 +24,10 @@ from vqbench.config import (
     QuantSpec,
     RunConfig,
     apply_override,
+    deep_update,
     from_dict,
     load_yaml,
+    run_hash,
     to_dict,
     validate,
 )
@@ -98,7 +100,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
     data = to_dict(SweepConfig())
     data.update(load_yaml(path))
     base = to_dict(RunConfig())
-    _merge(base, data.get("base") or {})
+    deep_update(base, data.get("base") or {})
     data["base"] = base
     for o in overrides or []:
         apply_override(data, o)
@@ -109,14 +111,6 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
         raise ConfigError("models, quantizers, bits: each needs at least one entry")
     cells(sweep)  # validates every cell config
     return sweep
-
-
-def _merge(base: dict[str, Any], new: dict[str, Any]) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "params":
-            _merge(base[k], v)
-        else:
-            base[k] = v
 
 
 def cells(sweep: SweepConfig) -> list[Cell]:
@@ -167,7 +161,6 @@ def is_done(cell: Cell, output_dir: str | Path) -> str:
     """``done``, ``stale`` (a record from another run config, or from another resolved
     quantizer config, e.g. after a method's defaults changed) or ``todo``."""
     from vqbench.registry import QUANTIZERS
-    from vqbench.runner import run_hash
 
     path = cell.record_path(output_dir)
     if not path.is_file():
@@ -176,7 +169,7 @@ def is_done(cell: Cell, output_dir: str | Path) -> str:
         rec = RunRecord.load(path)
     except RecordError:
         return "todo"
-    if rec.config_hash != run_hash(cell.cfg):
+    if rec.run_hash != run_hash(cell.cfg):
         return "stale"
     for q in cell.cfg.quantizers:
         resolved = QUANTIZERS.get(q.name).from_spec(q.w_bits, q.a_bits, q.kernel, q.params)
@@ -199,12 +192,18 @@ def cache_status(cell: Cell) -> dict[str, bool]:
     The cache key also holds the loaded model's revision; entries are matched on the
     configured identity recorded with them, so no model is loaded here.
     """
+    from vqbench.keys import input_keys
+    from vqbench.prompts import load_prompts
     from vqbench.registry import MODELS
-    from vqbench.runner import cache_keys
 
-    cache = Cache(cell.cfg.cache_dir or "")
-    adapter = MODELS.get(cell.cfg.model.name)(cell.cfg.model.path)
-    wanted = cache_keys(cell.cfg, adapter.resolve(cell.cfg.generation))
+    cfg = cell.cfg
+    cache = Cache(cfg.cache_dir or "")
+    adapter = MODELS.get(cfg.model.name)(cfg.model.path)
+    gen = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
+    pairs = [(p, s) for p in gen for s in cfg.generation.seeds]
+    c = cfg.calibration
+    calib = load_prompts(c.prompts, c.num_prompts, "calibration.prompts")
+    wanted = input_keys(cfg, adapter.resolve(cfg.generation), pairs, calib)
     out = {}
     for kind in (FP_VIDEOS, CALIBRATION):
         metas = (cache.root / kind).glob("*/meta.json")

@@ -1,7 +1,8 @@
-"""The mini world's evaluators as metric backbones, resolved lazily from ``vqbench.mini.assets``.
+"""The mini world's evaluators as metric backbones, loaded lazily from ``vqbench.mini.assets``.
 
-``vqbench.mini`` is data plus model code shipped with the harness; metrics reach it only
-through this module, and only when a metric is asked for the ``"mini"`` backbone.
+``vqbench.mini.assets`` (the shipped weights and their loaders) is the one part of the harness
+besides its leaf modules that metrics may import (the layering test allows exactly it); it is
+imported only here, and only when a metric is asked for the ``"mini"`` backbone.
 """
 
 from __future__ import annotations

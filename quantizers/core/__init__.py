@@ -4,7 +4,7 @@ See ``base.py`` for the API the runner calls and ``context.py`` for how the harn
 announces the sampling step to time-dependent layers.
 """
 
-from quantizers.core.base import BaseQuantizer, QuantConfig, model_weight_bytes
+from quantizers.core.base import BaseQuantizer, QuantConfig
 from quantizers.core.context import current_step, sampling_step
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant, QWeight, quantize_weight
 
@@ -16,7 +16,6 @@ __all__ = [
     "QuantLinear",
     "QuantVariant",
     "current_step",
-    "model_weight_bytes",
     "quantize_weight",
     "sampling_step",
 ]

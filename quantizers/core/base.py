@@ -1,4 +1,4 @@
-"""The quantizer API the runner calls: ``QuantConfig``, ``BaseQuantizer``, ``model_weight_bytes``.
+"""The quantizer API the runner calls: ``QuantConfig`` and ``BaseQuantizer``.
 
 A method subclasses :class:`QuantConfig` (frozen, adding its fields) and
 :class:`BaseQuantizer`, overriding :meth:`BaseQuantizer._calibrate` (statistics into a
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import typing
 from dataclasses import dataclass
@@ -25,9 +24,8 @@ from quantizers.core.linear import MODES, LayerSpec, QuantLinear, QuantVariant
 from quantizers.core.observers import MinMaxObserver
 from quantizers.core.policy import LayerPlan, effective_bits, resolve_plans
 from quantizers.core.quantizer import GRANULARITIES_A, GRANULARITIES_W
-from vqbench.types import CalibrationSet, QuantState, QuantTarget
+from vqbench.types import BITS, CalibrationSet, QuantState, QuantTarget, digest
 
-BITS = (2, 3, 4, 5, 6, 8, 16)
 SPEC_FIELDS = ("w_bits", "a_bits", "kernel", "version")
 
 
@@ -84,9 +82,8 @@ class QuantConfig:
         return cls(**{k: _normalize(k, v, hints.get(k)) for k, v in data.items()})
 
     def hash(self) -> str:
-        """sha256 of the sorted JSON of :meth:`to_dict` (stable across sessions)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+        """:func:`vqbench.types.digest` of :meth:`to_dict` (stable across sessions)."""
+        return digest(self.to_dict())
 
 
 def _normalize(key: str, value: Any, hint: Any) -> Any:
@@ -253,27 +250,10 @@ def static_range(name: str, state: QuantState) -> tuple[torch.Tensor, torch.Tens
     return None if lo is None or hi is None else (lo, hi)
 
 
-def model_weight_bytes(module: nn.Module) -> int:
-    """Packed weight bytes: ``QuantLinear.memory_bytes()`` + other params/buffers at their dtype."""
-    total = 0
-    seen: set[int] = set()
-    for m in module.modules():
-        if isinstance(m, QuantLinear):
-            total += m.memory_bytes()
-            seen.update(id(t) for t in m.parameters())
-            seen.update(id(t) for t in m.buffers())
-    for t in list(module.parameters()) + list(module.buffers()):
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
-    return total
-
-
 __all__ = [
     "BaseQuantizer",
     "LayerSpec",
     "QuantConfig",
-    "model_weight_bytes",
     "needs_static_range",
     "static_range",
 ]

@@ -8,8 +8,7 @@ import math
 import pytest
 
 from vqbench.cli import main
-from vqbench.records import RunRecord, validate_record
-from vqbench.store import find_records
+from vqbench.records import RunRecord, find_records, validate_record
 
 TINY = ["--set", "model.name=tiny-latte", "--set", "generation.prompts=tiny"]
 TINY += ["--set", "calibration.prompts=tiny", "--set", "latency.iters=2"]

@@ -44,6 +44,10 @@ class ModelAdapter(ABC):
     def denoiser(self) -> nn.Module:
         """The denoiser transformer (the module quantizers act on)."""
 
+    def denoisers(self) -> dict[str, nn.Module]:
+        """Every denoiser by name, in call order (several for multi-expert models)."""
+        return {"transformer": self.denoiser()}
+
     def model_info(self) -> dict[str, Any]:
         """Identity of the loaded model for the run record: id, revision, dtype."""
         return {"id": self.name, "path": self.path, "revision": None, "dtype": str(self.dtype)}
@@ -160,6 +164,14 @@ class ModelAdapter(ABC):
         """Qualified names of the transformer blocks in execution order."""
         return []
 
+    def quant_targets(self, spec: GenerationSpec) -> list[QuantTarget]:
+        """One :class:`QuantTarget` per denoiser (see :meth:`denoisers`)."""
+        return [self.quant_target(spec)]
+
+    def calibration_for(self, name: str, calib: CalibrationSet) -> CalibrationSet:
+        """The calibration rows denoiser ``name`` serves (all of them for a single denoiser)."""
+        return calib
+
     def quant_target(self, spec: GenerationSpec) -> QuantTarget:
         """Bundle the denoiser and its structure for a quantizer."""
         spec = self.resolve(spec)
@@ -172,7 +184,7 @@ class ModelAdapter(ABC):
             output_to_frames=self.output_to_frames,
             blocks=self.blocks(),
             num_frames=int(spec.frames or 1),
-            name=self.name,
+            name=next(iter(self.denoisers())),
         )
 
 

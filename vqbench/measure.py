@@ -1,4 +1,5 @@
-"""Efficiency measurements: per-call latency, peak memory, packed weight bytes.
+"""Measuring a run: per-call latency, peak memory and packed weight bytes (the one place for
+timers and byte counters).
 
 Times are in seconds. On a CUDA device :class:`StepTimer` records CUDA events around every
 forward call and reads them after a synchronize; on CPU it uses ``time.perf_counter``.
@@ -6,12 +7,12 @@ forward call and reads them after a synchronize; on CPU it uses ``time.perf_coun
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,24 @@ def _module_device(module: nn.Module) -> torch.device:
 
 
 class StepTimer:
-    """Times every forward call of ``module`` while active (a context manager).
+    """Times every forward call of ``modules`` (one module or several, e.g. the experts of a
+    two-expert denoiser) while active (a context manager).
 
     >>> with StepTimer(model.denoiser) as timer:
     ...     pipeline(...)
     >>> latency_summary(timer.times, warmup=2)
 
-    ``device`` defaults to the module's device; CUDA devices use CUDA events.
+    ``device`` defaults to the first module's device; CUDA devices use CUDA events.
     """
 
-    def __init__(self, module: nn.Module, device: torch.device | str | None = None) -> None:
-        self.module = module
-        self.device = torch.device(device) if device is not None else _module_device(module)
+    def __init__(
+        self, modules: nn.Module | Sequence[nn.Module], device: torch.device | str | None = None
+    ) -> None:
+        self.modules = [modules] if isinstance(modules, nn.Module) else list(modules)
+        if not self.modules:
+            raise ValueError("StepTimer needs at least one module")
+        first = self.modules[0]
+        self.device = torch.device(device) if device is not None else _module_device(first)
         self.cuda = self.device.type == "cuda"
         self._times: list[float] = []
         self._events: list[tuple[Any, Any]] = []
@@ -64,11 +71,14 @@ class StepTimer:
         else:
             self._times.append(time.perf_counter() - self._start)
 
-    def __enter__(self) -> StepTimer:
-        self._handles = [
-            self.module.register_forward_pre_hook(self._pre),
-            self.module.register_forward_hook(self._post),
+    def _hooks(self, module: nn.Module) -> list[Any]:
+        return [
+            module.register_forward_pre_hook(self._pre),
+            module.register_forward_hook(self._post),
         ]
+
+    def __enter__(self) -> StepTimer:
+        self._handles = [h for m in self.modules for h in self._hooks(m)]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,19 +189,8 @@ def peak_memory(device: torch.device | str | None = None) -> dict[str, Any]:
     return out
 
 
-@contextmanager
-def measure_peak_memory(device: torch.device | str | None = None) -> Iterator[dict[str, Any]]:
-    """Reset the peak on entry; the yielded dict is filled by :func:`peak_memory` on exit."""
-    result: dict[str, Any] = {}
-    reset_peak_memory(device)
-    try:
-        yield result
-    finally:
-        result.update(peak_memory(device))
-
-
-def weight_bytes(module: nn.Module) -> int:
-    """Bytes of the weights of ``module``.
+def weight_bytes(module: nn.Module | Sequence[nn.Module]) -> int:
+    """Bytes of the weights of ``module`` (or of several modules together).
 
     A submodule with a ``memory_bytes()`` method (e.g. a packed ``QuantLinear``) counts that
     and its own children are not visited; every other parameter and buffer counts at its dtype
@@ -215,7 +214,8 @@ def weight_bytes(module: nn.Module) -> int:
             return int(mod.memory_bytes())
         return tensors_bytes(mod) + sum(visit(c) for c in mod.children())
 
-    return visit(module)
+    modules = [module] if isinstance(module, nn.Module) else list(module)
+    return sum(visit(m) for m in modules)
 
 
 def compression_ratio(fp_bytes: int, q_bytes: int) -> float:
@@ -223,3 +223,74 @@ def compression_ratio(fp_bytes: int, q_bytes: int) -> float:
     if fp_bytes <= 0 or q_bytes <= 0:
         raise ValueError(f"sizes must be positive, got fp={fp_bytes}, q={q_bytes}")
     return float(fp_bytes) / float(q_bytes)
+
+
+def generate_timed(
+    adapter: Any,
+    pairs: list[tuple[Any, int]],
+    spec: Any,
+    quiet: bool,
+    desc: str,
+    timing: Any = None,
+) -> tuple[list[Any], float, dict[str, Any] | None]:
+    """Generate one video per (prompt, seed) pair with a progress bar; returns the videos,
+    the wall seconds and, with an inline ``timing`` spec (``iters == 0``), the latency of
+    these batches (every denoiser's calls are timed, e.g. both experts of a two-expert model).
+
+    Under torchrun the batches are sharded across ranks (see :mod:`vqbench.shard`).
+    """
+    from tqdm.auto import tqdm
+
+    from vqbench import shard
+
+    t0 = time.perf_counter()
+    batches = [pairs[i : i + spec.batch_size] for i in range(0, len(pairs), spec.batch_size)]
+    rank, world, _ = shard.setup(str(adapter.device))
+    mine = sum(len(b) for b in batches[rank::world])
+    ends: list[float] = []
+    steps: list[list[float]] = []
+    denoisers = list(adapter.denoisers().values())
+
+    def one(chunk: list[tuple[Any, int]]) -> list[Any]:
+        with StepTimer(denoisers) as timer, WallTimer(adapter.device) as wall:
+            out = adapter.generate(
+                [p.text for p, _ in chunk], [s for _, s in chunk], spec, progress=bar.update
+            )
+        ends.append(wall.seconds)
+        steps.append(timer.times)
+        return out
+
+    with tqdm(total=mine, desc=desc, disable=quiet or rank > 0, unit="video") as bar:
+        videos = shard.map_batches(one, batches)
+    secs = time.perf_counter() - t0
+    if timing is None or not timing.enabled or timing.iters != 0:
+        return videos, secs, None
+    warm = min(timing.warmup, len(ends) - 1)  # at least one measured batch
+    latency = {
+        "step": latency_summary([t for ts in steps[warm:] for t in ts]),
+        "end_to_end": latency_summary(ends[warm:]),
+        "batch_size": spec.batch_size,
+        "warmup_batches": warm,
+    }
+    return videos, secs, latency
+
+
+def single_video_latency(
+    adapter: Any, pair: tuple[Any, int], spec: Any, timing: Any
+) -> dict[str, Any]:
+    """Per-step and end-to-end latency (p50/p90) of ``timing.iters`` (at least 1)
+    single-video runs on one prompt, after ``timing.warmup`` warm-up runs."""
+    one = dataclasses.replace(spec, batch_size=1)
+    runs = timing.warmup + max(timing.iters, 1)
+    ends: list[float] = []
+    with StepTimer(list(adapter.denoisers().values())) as timer:
+        for _ in range(runs):
+            with WallTimer(adapter.device) as wall:
+                adapter.generate([pair[0].text], [pair[1]], one)
+            ends.append(wall.seconds)
+    steps_per_run = max(1, len(timer.times) // runs)
+    return {
+        "step": latency_summary(timer.times, warmup=timing.warmup * steps_per_run),
+        "end_to_end": latency_summary(ends, warmup=timing.warmup),
+        "batch_size": 1,
+    }

@@ -1,16 +1,7 @@
-"""Shared contracts of vqbench: the small types module that ``quantizers`` and ``metrics`` import.
-
-This module depends on torch and numpy only. It defines:
-
-- :class:`Video`: uint8 ``[T, H, W, 3]`` frames plus fps;
-- :class:`TokenLayout`: how frames and spatial tokens are arranged in a layer's input, so
-  per-frame methods (TQE's M, TMD, STD) work on true frames for every architecture;
-- :class:`CalibrationSet`: denoiser inputs and FP outputs captured along sampling trajectories;
-- :class:`QuantTarget`: what a quantizer sees of a model (module, layer roles, layouts, a
-  forward over calibration inputs); model knowledge stays in the adapter that builds it;
-- :class:`QuantState`: a quantizer's calibration result (tensors + JSON metadata);
-- :class:`SampleContext` and :class:`MetricResult`: the metric contract's inputs and outputs.
-"""
+"""What a quantizer sees of a model and produces: layer roles, :class:`TokenLayout`,
+:class:`CalibrationSet` (denoiser inputs and FP outputs along sampling trajectories),
+:class:`QuantTarget` (module, roles, layouts, a forward over calibration inputs; model
+knowledge stays in the adapter that builds it) and :class:`QuantState`."""
 
 from __future__ import annotations
 
@@ -18,9 +9,8 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -38,52 +28,6 @@ ROLES: tuple[str, ...] = (
 LAYOUT_KINDS: tuple[str, ...] = ("spatial", "temporal", "joint", "none")
 
 
-# --------------------------------------------------------------------------------------
-# Video
-# --------------------------------------------------------------------------------------
-@dataclass
-class Video:
-    """A video as uint8 frames ``[T, H, W, 3]`` and a frame rate."""
-
-    frames: np.ndarray
-    fps: float = 8.0
-
-    def __post_init__(self) -> None:
-        f = np.asarray(self.frames)
-        if f.ndim != 4 or f.shape[-1] != 3:
-            raise ValueError(f"Video.frames must be [T,H,W,3], got shape {tuple(f.shape)}")
-        if f.dtype != np.uint8:
-            raise ValueError(f"Video.frames must be uint8, got {f.dtype}")
-        if self.fps <= 0:
-            raise ValueError(f"Video.fps must be positive, got {self.fps}")
-        self.frames = f
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.frames.shape[0])
-
-    @property
-    def height(self) -> int:
-        return int(self.frames.shape[1])
-
-    @property
-    def width(self) -> int:
-        return int(self.frames.shape[2])
-
-    def to_tensor(self) -> torch.Tensor:
-        """Float tensor ``[T, 3, H, W]`` in [0, 1]."""
-        return torch.from_numpy(self.frames).permute(0, 3, 1, 2).float().div_(255.0)
-
-    @classmethod
-    def from_tensor(cls, x: torch.Tensor, fps: float = 8.0) -> Video:
-        """Build from a float tensor ``[T, 3, H, W]`` in [0, 1] (values are clamped)."""
-        arr = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-        return cls(arr.permute(0, 2, 3, 1).cpu().numpy(), fps)
-
-
-# --------------------------------------------------------------------------------------
-# Token layout
-# --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TokenLayout:
     """How a layer's input ``[N, L, C]`` is arranged in frames and spatial tokens.
@@ -150,9 +94,6 @@ class TokenLayout:
         return ids.long()
 
 
-# --------------------------------------------------------------------------------------
-# Calibration data
-# --------------------------------------------------------------------------------------
 @dataclass
 class CalibrationSet:
     """Denoiser calls captured along FP sampling trajectories, one row per sample.
@@ -252,9 +193,6 @@ class CalibrationSet:
         )
 
 
-# --------------------------------------------------------------------------------------
-# What a quantizer sees of a model
-# --------------------------------------------------------------------------------------
 @dataclass
 class QuantTarget:
     """A denoiser prepared for quantization by its adapter.
@@ -295,17 +233,17 @@ class QuantState:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def save(self, directory: str | Path) -> None:
-        """Write ``state.safetensors`` and ``state.json`` into ``directory``."""
+        """Write ``state.safetensors`` and ``state.json`` into ``directory`` (the run cache
+        writes entries into a temporary directory and renames it, which makes them atomic)."""
         from safetensors.torch import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "state.safetensors.tmp"
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, str(tmp))
-        tmp.replace(d / "state.safetensors")
-        tmpj = d / "state.json.tmp"
-        tmpj.write_text(json.dumps(self.meta, indent=1, sort_keys=True, default=str))
-        tmpj.replace(d / "state.json")
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.tensors.items()},
+            str(d / "state.safetensors"),
+        )
+        (d / "state.json").write_text(json.dumps(self.meta, indent=1, sort_keys=True, default=str))
 
     @classmethod
     def load(cls, directory: str | Path) -> QuantState:
@@ -316,91 +254,3 @@ class QuantState:
         tensors = load_file(str(d / "state.safetensors"))
         meta = json.loads((d / "state.json").read_text())
         return cls(tensors=tensors, meta=meta)
-
-
-@runtime_checkable
-class Quantizer(Protocol):
-    """The quantizer contract (see design.md)."""
-
-    name: str
-    config_cls: type
-
-    def __init__(self, config: Any) -> None: ...
-
-    def supports(self, w_bits: int, a_bits: int) -> bool: ...
-
-    def calibrate(self, target: QuantTarget, calib: CalibrationSet) -> QuantState: ...
-
-    def quantize(self, target: QuantTarget, state: QuantState) -> nn.Module: ...
-
-
-# --------------------------------------------------------------------------------------
-# Metrics
-# --------------------------------------------------------------------------------------
-@dataclass
-class SampleContext:
-    """What a metric may know about one generated video."""
-
-    prompt: str
-    prompt_id: str
-    seed: int
-    scene: str | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
-    fp_video: Video | None = None  # the FP model's video for the same prompt and seed
-    timings: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class MetricResult:
-    """One metric's value with its uncertainty and the protocol that produced it."""
-
-    name: str
-    value: float
-    n: int
-    version: str = "1"
-    higher_is_better: bool = True
-    ci: tuple[float, float] | None = None
-    per_sample: list[float] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "value": self.value,
-            "n": self.n,
-            "version": self.version,
-            "higher_is_better": self.higher_is_better,
-            "ci": list(self.ci) if self.ci is not None else None,
-            "per_sample": list(self.per_sample),
-            "params": self.params,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MetricResult:
-        ci = d.get("ci")
-        return cls(
-            name=d["name"],
-            value=float(d["value"]),
-            n=int(d["n"]),
-            version=str(d.get("version", "1")),
-            higher_is_better=bool(d.get("higher_is_better", True)),
-            ci=tuple(ci) if ci is not None else None,
-            per_sample=list(d.get("per_sample", [])),
-            params=dict(d.get("params", {})),
-        )
-
-
-@runtime_checkable
-class Metric(Protocol):
-    """The metric contract (torchmetrics shape)."""
-
-    name: str
-    version: str
-    higher_is_better: bool
-    requires: frozenset[str]  # subset of {"fp_video", "prompt", "scene", "timings", "reference"}
-
-    def update(self, videos: list[Video], ctx: list[SampleContext]) -> None: ...
-
-    def compute(self) -> MetricResult: ...
-
-    def reset(self) -> None: ...

@@ -1,0 +1,27 @@
+"""Value sets every layer shares (bit widths, kernel modes, dtypes) and the one digest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 16)
+"""Supported weight and activation bit widths (16: kept in floating point)."""
+
+KERNEL_MODES: tuple[str, ...] = ("fake", "real")
+"""``fake``: reference numerics on any device; ``real``: packed integers and int8 GEMMs."""
+
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+"""Model dtypes by name (float16 only on accelerators)."""
+
+DIGEST_LENGTH = 16
+
+
+def digest(obj: Any, length: int = DIGEST_LENGTH) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys), cut to ``length`` hex chars.
+
+    The one hash of vqbench: configs, cache keys and quantizer configs all use it.
+    """
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
