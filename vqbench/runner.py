@@ -15,93 +15,33 @@ that follows a quantized one. Each setting gets ``<output_dir>/<run_id>/<label>/
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vqbench import shard
-from vqbench.cache import CALIBRATION, FP_VIDEOS, QUANT_STATE, Cache, cache_key
-from vqbench.config import GenerationSpec, QuantSpec, RunConfig, config_hash, run_hash, to_dict
+from vqbench.cache import CALIBRATION, FP_VIDEOS, QUANT_STATE, cache_key
+from vqbench.config import QuantSpec, RunConfig, config_hash, to_dict
 from vqbench.cpu_alloc import keep_heap_memory
 from vqbench.environment import environment
+from vqbench.finish import finish_setting
 from vqbench.keys import input_keys, run_cache
 from vqbench.measure import (
-    compression_ratio,
     generate_timed,
-    peak_memory,
     reset_peak_memory,
-    single_video_latency,
     weight_bytes,
 )
+from vqbench.plan import Generated, LoadedModel, Plan, timed
 from vqbench.prompts import Prompt, load_prompts, prompts_hash
 from vqbench.records import RunRecord
-from vqbench.registry import METRICS, MODELS, QUANTIZERS
-from vqbench.store import atomic_write_text
-from vqbench.types import CalibrationSet, MetricResult, QuantTarget, SampleContext, Video
-from vqbench.video import write_video
+from vqbench.registry import MODELS, QUANTIZERS
+from vqbench.types import CalibrationSet, QuantTarget
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Plan", "LoadedModel", "Generated", "run", "prepare", "load_model", "run_hash"]
-
-
-@dataclass
-class Plan:
-    """A run resolved and validated before any model is loaded (the prepare stage)."""
-
-    cfg: RunConfig
-    run_id: str
-    root: Path
-    created: str
-    env: dict[str, Any]
-    prompts: list[Prompt]
-    pairs: list[tuple[Prompt, int]]
-    calib_prompts: list[Prompt]
-    quantizers: list[tuple[QuantSpec, Any]]
-    device: str
-    lead: bool  # rank 0 (or the only process): scores and writes
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class LoadedModel:
-    """The loaded adapter and everything keyed on the model's identity, computed once."""
-
-    adapter: Any
-    spec: GenerationSpec
-    info: dict[str, Any]
-    cache: Cache | None
-    keys: dict[str, str]  # content keys of the FP videos and the calibration set
-    ids: dict[str, str]  # the same keys without the weights digest (for `sweep --dry-run`)
-    fp_bytes: int
-    quantized: bool = False  # quantized in place: reload before the next setting
-
-
-@dataclass
-class Generated:
-    """The videos of one setting with their wall time and (inline) latency."""
-
-    videos: list[Video]
-    seconds: float
-    latency: dict[str, Any] | None
-
-
-@contextmanager
-def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    """Add the wall seconds of the block to ``timings[stage]``."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
 def _pairs(prompts: list[Prompt], seeds: list[int]) -> list[tuple[Prompt, int]]:
@@ -296,111 +236,6 @@ def _effective_bits(quantizer: Any, targets: list[QuantTarget]) -> dict[str, Any
     for k in ("quantized_layers", "fp_layers", "w8_layers"):
         out[k] = sum(int(p.get(k, 0)) for p in parts)
     return out
-
-
-def score(
-    plan: Plan, m: LoadedModel, videos: list[Video], fp: list[Video] | None
-) -> dict[str, MetricResult]:
-    """Every configured metric on ``videos`` (``fp``: the FP videos, ``None`` for FP itself);
-    the adapter's defaults (backbones, reference videos) apply unless ``metric_params``
-    overrides them."""
-    cfg, out = plan.cfg, {}
-    ctx = [
-        SampleContext(p.text, p.id, s, scene=p.scene, attributes=p.attributes, fp_video=fv)
-        for (p, s), fv in zip(plan.pairs, fp or [None] * len(plan.pairs), strict=True)
-    ]
-    defaults = m.adapter.metric_defaults()
-    for name in cfg.metrics:
-        cls = METRICS.get(name)
-        requires = getattr(cls, "requires", frozenset())
-        if fp is None and "fp_video" in requires:
-            continue  # comparisons against FP are not defined for FP itself
-        params = {**defaults.get(name, {}), **cfg.metric_params.get(name, {})}
-        metric = cls(**params)
-        if "reference" in requires and not params.get("reference_dir"):
-            refs = m.adapter.reference_videos(ctx)
-            if refs is not None:
-                metric.set_reference(refs)
-        metric.update(videos, ctx)
-        out[name] = metric.compute()
-    return out
-
-
-def finish_setting(
-    plan: Plan,
-    m: LoadedModel,
-    label: str,
-    gen: Generated,
-    fp: Generated | None,
-    parts: dict[str, Any] | None = None,
-) -> RunRecord:
-    """Score one setting (FP when ``fp`` is None), time it if asked, and write its record."""
-    cfg, timings = plan.cfg, dict(plan.timings)
-    with timed(timings, "metrics"):
-        results = score(plan, m, gen.videos, None if fp is None else fp.videos)
-    q_bytes = weight_bytes(list(m.adapter.denoisers().values()))
-    eff: dict[str, Any] = {
-        "generation_seconds": gen.seconds,
-        "weight_bytes": q_bytes,
-        "compression_ratio": compression_ratio(m.fp_bytes, q_bytes),
-        "peak_memory": peak_memory(m.adapter.device),
-    }
-    if fp is not None:
-        eff["fp_weight_bytes"] = m.fp_bytes
-    if cfg.latency.enabled:  # inline timing of cached FP videos comes from their entry
-        inline = cfg.latency.iters == 0 and gen.latency
-        with timed(timings, "latency"):
-            eff["latency"] = (
-                gen.latency
-                if inline
-                else single_video_latency(m.adapter, plan.pairs[0], m.spec, cfg.latency)
-            )
-    record = RunRecord(
-        run_id=f"{plan.run_id}/{label}",
-        created=plan.created,
-        model=m.info,
-        generation=_generation_info(plan, m),
-        environment=plan.env,
-        run_hash=run_hash(cfg),
-        metrics={k: v.to_dict() for k, v in results.items()},
-        efficiency=eff,
-        **(parts or {}),
-    )
-    with timed(timings, "write"):
-        record.timings = timings
-        write_setting(plan.root / label, record, plan.pairs, gen.videos, results)
-    return record
-
-
-def _generation_info(plan: Plan, m: LoadedModel) -> dict[str, Any]:
-    return {
-        "spec": to_dict(m.spec),
-        "seeds": list(plan.cfg.generation.seeds),
-        "prompts_hash": prompts_hash(plan.prompts),
-        "num_videos": len(plan.pairs),
-    }
-
-
-# ---- stage 5: write --------------------------------------------------------------------------
-def write_setting(
-    out_dir: Path,
-    record: RunRecord,
-    pairs: list[tuple[Prompt, int]],
-    videos: list[Video],
-    results: dict[str, MetricResult],
-) -> None:
-    """Videos, ``samples.jsonl`` (per-video metric values) and, last, ``run.json``."""
-    rows = []
-    for i, ((p, seed), v) in enumerate(zip(pairs, videos, strict=True)):
-        vid = out_dir / "videos" / f"{i:04d}_{p.id}_s{seed}.mp4"
-        write_video(v, vid)
-        row = {"prompt_id": p.id, "prompt": p.text, "seed": seed, "video": str(vid.name)}
-        for name, r in results.items():
-            if len(r.per_sample) == len(pairs):
-                row[name] = r.per_sample[i]
-        rows.append(row)
-    atomic_write_text(out_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    record.save(out_dir / "run.json")
 
 
 def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> list[RunRecord]:
