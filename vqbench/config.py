@@ -18,8 +18,7 @@ from typing import Any
 
 import yaml
 
-from vqbench.types import BITS as SUPPORTED_BITS
-from vqbench.types import DIGEST_LENGTH, DTYPES, KERNEL_MODES, digest
+from vqbench.types import DIGEST_LENGTH, digest
 
 
 class ConfigError(ValueError):
@@ -223,44 +222,16 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
 # validation, overrides, loading, hashing
 # --------------------------------------------------------------------------------------
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check values against their allowed sets; raise ``ConfigError`` naming the field."""
-    from vqbench.registry import METRICS, MODELS, QUANTIZERS
+    """Check values against their allowed sets; raise ``ConfigError`` naming the first bad
+    field (:func:`config_problems` lists them all)."""
+    from vqbench.preflight import config_problems
 
-    MODELS.check(cfg.model.name, "model.name")
-    if cfg.model.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype: must be one of {DTYPES}, got {cfg.model.dtype!r}")
-    if cfg.model.dtype == "float16" and cfg.model.device == "cpu":
-        raise ConfigError("model.dtype: float16 is ~400x slower on CPU; use float32 or bfloat16")
-    g = cfg.generation
-    if not g.seeds:
-        raise ConfigError("generation.seeds: needs at least one seed")
-    if g.num_prompts is not None and g.num_prompts < 1:
-        raise ConfigError(f"generation.num_prompts: must be >= 1, got {g.num_prompts}")
-    if g.batch_size < 1:
-        raise ConfigError(f"generation.batch_size: must be >= 1, got {g.batch_size}")
-    for name in ("steps", "frames", "height", "width"):
-        v = getattr(g, name)
-        if v is not None and v < 1:
-            raise ConfigError(f"generation.{name}: must be >= 1, got {v}")
-    if cfg.calibration.every_k_steps < 1:
-        raise ConfigError("calibration.every_k_steps: must be >= 1")
-    for name in ("warmup", "iters"):
-        if getattr(cfg.latency, name) < 0:
-            raise ConfigError(f"latency.{name}: must be >= 0, got {getattr(cfg.latency, name)}")
-    for i, q in enumerate(cfg.quantizers):
-        QUANTIZERS.check(q.name, f"quantizers[{i}].name")
-        for attr in ("w_bits", "a_bits"):
-            bits = getattr(q, attr)
-            if bits not in SUPPORTED_BITS:
-                raise ConfigError(
-                    f"quantizers[{i}].{attr}: {bits} is not a supported bit width {SUPPORTED_BITS}"
-                )
-        if q.kernel not in KERNEL_MODES:
-            raise ConfigError(f"quantizers[{i}].kernel: must be one of {KERNEL_MODES}")
-        if q.label in [p.label for p in cfg.quantizers[:i]]:
-            raise ConfigError(f"quantizers[{i}].tag: label {q.label!r} is used twice; set a tag")
-    for i, m in enumerate(cfg.metrics):
-        METRICS.check(m, f"metrics[{i}]")
+    found = config_problems(cfg)
+    if found:
+        more = (
+            f" (and {len(found) - 1} more problem(s): see `vqbench validate`)" if found[1:] else ""
+        )
+        raise ConfigError(found[0] + more)
     return cfg
 
 
@@ -272,29 +243,39 @@ def _parse_scalar(text: str) -> Any:
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one ``a.b=c`` (or ``quantizers.0.w_bits=4``) override to a config dict."""
+    """Apply one ``a.b=c`` (or ``quantizers.0.w_bits=4``) override to a config dict;
+    ``ConfigError`` naming the key for a path that does not fit the config's shape."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE")
     key, _, raw = assignment.partition("=")
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {key!r}: empty key component")
     node: Any = data
-    for i, part in enumerate(parts[:-1]):
-        nxt = parts[i + 1]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
         if isinstance(node, list):
-            node = node[int(part)]
+            if not part.lstrip("-").isdigit():
+                raise ConfigError(f"{where}: {parts[i - 1]} is a list; use an index, e.g. .0")
+            idx = int(part)
+            if not 0 <= idx < len(node):
+                raise ConfigError(f"{where}: index {idx} out of range ({len(node)} entries)")
+            if last:
+                node[idx] = _parse_scalar(raw)
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = _parse_scalar(raw)
+            else:
+                if part not in node or node[part] is None:
+                    node[part] = [] if parts[i + 1].isdigit() else {}
+                node = node[part]
         else:
-            if part not in node or node[part] is None:
-                node[part] = [] if nxt.isdigit() else {}
-            node = node[part]
-    last = parts[-1]
-    value = _parse_scalar(raw)
-    if isinstance(node, list):
-        idx = int(last)
-        if idx >= len(node):
-            raise ConfigError(f"{key}: index {idx} out of range ({len(node)} entries)")
-        node[idx] = value
-    else:
-        node[last] = value
+            prev = ".".join(parts[:i])
+            raise ConfigError(f"{where}: {prev} is a value ({node!r}), not a mapping or list")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from vqbench.config import run_hash, to_dict
 from vqbench.measure import compression_ratio, peak_memory, single_video_latency, weight_bytes
+from vqbench.paths import under
 from vqbench.plan import Generated, LoadedModel, Plan, timed
 from vqbench.prompts import Prompt, prompts_hash
 from vqbench.records import RunRecord
@@ -88,7 +89,28 @@ def finish_setting(
     )
     with timed(timings, "write"):
         record.timings = timings
-        write_setting(plan.root / label, record, plan.pairs, gen.videos, results)
+        write_setting(under(plan.root, label), record, plan.pairs, gen.videos, results)
+    return record
+
+
+def fail_setting(
+    plan: Plan, m: LoadedModel, label: str, parts: dict[str, Any], reason: str
+) -> RunRecord:
+    """Write the record of a setting that could not be scored: ``status`` failed, the
+    reason, no metric values and no videos."""
+    record = RunRecord(
+        run_id=f"{plan.run_id}/{label}",
+        created=plan.created,
+        model=m.info,
+        generation=_generation_info(plan, m),
+        environment=plan.env,
+        run_hash=run_hash(plan.cfg),
+        status="failed",
+        error=reason,
+        timings=dict(plan.timings),
+        **parts,
+    )
+    record.save(under(plan.root, label, "run.json"))
     return record
 
 
@@ -111,7 +133,7 @@ def write_setting(
     """Videos, ``samples.jsonl`` (per-video metric values) and, last, ``run.json``."""
     rows = []
     for i, ((p, seed), v) in enumerate(zip(pairs, videos, strict=True)):
-        vid = out_dir / "videos" / f"{i:04d}_{p.id}_s{seed}.mp4"
+        vid = under(out_dir, "videos", f"{i:04d}_{p.id}_s{seed}.mp4")
         write_video(v, vid)
         row = {"prompt_id": p.id, "prompt": p.text, "seed": seed, "video": str(vid.name)}
         for name, r in results.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vqbench.config import ConfigError
+from vqbench.paths import check_name
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,11 @@ def load_prompts(
     """Load a suite (first ``limit`` prompts); raises ``ConfigError`` on bad or empty files."""
     path = resolve_suite(name_or_path, field_name)
     out: list[Prompt] = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{field_name}: cannot read {path}: {e}") from e
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -86,9 +91,11 @@ def load_prompts(
             raise ConfigError(f"{field_name}: {path}:{lineno}: invalid JSON ({e.msg})") from e
         if not isinstance(d, dict) or "text" not in d:
             raise ConfigError(f"{field_name}: {path}:{lineno}: each line needs a 'text' field")
+        pid = str(d.get("id", f"{path.stem}-{lineno:04d}"))
+        check_name(pid, f"{field_name}: {path}:{lineno}: id")
         out.append(
             Prompt(
-                id=str(d.get("id", f"{path.stem}-{lineno:04d}")),
+                id=pid,
                 text=str(d["text"]),
                 scene=d.get("scene"),
                 cls=d.get("class"),
@@ -99,6 +106,12 @@ def load_prompts(
         )
     if not out:
         raise ConfigError(f"{field_name}: prompt suite {path} is empty")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"{field_name}: the number of prompts must be >= 1 (or null: all)")
+    ids = [p.id for p in out]
+    dup = next((i for i in ids if ids.count(i) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"{field_name}: {path}: prompt id {dup!r} appears twice")
     return out[:limit] if limit is not None else out
 
 

@@ -18,7 +18,6 @@ import datetime as _dt
 import logging
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,20 +27,27 @@ from vqbench.cache import CALIBRATION, FP_VIDEOS, QUANT_STATE, cache_key
 from vqbench.config import QuantSpec, RunConfig, config_hash, to_dict
 from vqbench.cpu_alloc import keep_heap_memory
 from vqbench.environment import environment
-from vqbench.finish import finish_setting
+from vqbench.finish import fail_setting, finish_setting
+from vqbench.guards import check_quantized, finite_outputs
 from vqbench.keys import input_keys, run_cache
 from vqbench.measure import (
     generate_timed,
     reset_peak_memory,
     weight_bytes,
 )
+from vqbench.paths import check_name, under
 from vqbench.plan import Generated, LoadedModel, Plan, timed
+from vqbench.preflight import raise_problems, run_problems
 from vqbench.prompts import Prompt, load_prompts, prompts_hash
 from vqbench.records import RunRecord
 from vqbench.registry import MODELS, QUANTIZERS
-from vqbench.types import CalibrationSet, QuantTarget
+from vqbench.types import CalibrationSet, NonFiniteError, QuantTarget
 
 log = logging.getLogger(__name__)
+
+
+def _default_run_id() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 def _pairs(prompts: list[Prompt], seeds: list[int]) -> list[tuple[Prompt, int]]:
@@ -52,10 +58,11 @@ def _pairs(prompts: list[Prompt], seeds: list[int]) -> list[tuple[Prompt, int]]:
 def prepare(cfg: RunConfig, run_id: str | None = None) -> Plan:
     """Resolve ``cfg``: prompts read once, every quantizer built (its params validated)."""
     t0 = time.perf_counter()
+    raise_problems(run_problems(cfg))
+    run_id = check_name(run_id, "run_id") if run_id else _default_run_id()
     rank, _, device = shard.setup(cfg.model.device)
     if torch.device(device).type == "cpu":
         keep_heap_memory()  # large activations stop page-faulting (speed only)
-    run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     gen = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
     c = cfg.calibration
     calib = load_prompts(c.prompts, c.num_prompts, "calibration.prompts") if cfg.quantizers else []
@@ -71,7 +78,7 @@ def prepare(cfg: RunConfig, run_id: str | None = None) -> Plan:
     return Plan(
         cfg=cfg,
         run_id=run_id,
-        root=Path(cfg.output_dir) / run_id,
+        root=under(cfg.output_dir, run_id),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         env=environment(),
         prompts=gen,
@@ -119,9 +126,10 @@ def fp_stage(plan: Plan, m: LoadedModel) -> Generated:
 
 def generate_stage(plan: Plan, m: LoadedModel, desc: str) -> Generated:
     """One video per (prompt, seed) with the model as it is now (FP or quantized)."""
-    videos, secs, latency = generate_timed(
-        m.adapter, plan.pairs, m.spec, plan.cfg.quiet, desc, plan.cfg.latency
-    )
+    with finite_outputs(m.adapter.denoisers(), desc):
+        videos, secs, latency = generate_timed(
+            m.adapter, plan.pairs, m.spec, plan.cfg.quiet, desc, plan.cfg.latency
+        )
     return Generated(videos, secs, latency)
 
 
@@ -182,22 +190,32 @@ def quantize_stage(
         with timed(plan.timings, "quantize"):
             quantizer.quantize(target, state)
     m.quantized = True
+    effective = _effective_bits(quantizer, targets)
+    replaced = check_quantized(m.adapter.denoisers(), targets, effective)
+    info = quantizer_info(q, quantizer)
+    info.update(
+        effective_bits=effective, targets=[t.name for t in targets], replaced_layers=replaced
+    )
+    return {
+        "quantizer": info,
+        "calibration": {"seconds": calib_secs, "state_cached": all(cached)},
+    }
+
+
+def quantizer_info(q: QuantSpec, quantizer: Any) -> dict[str, Any]:
+    """The quantizer part of a record, before (or without) quantizing."""
     desc = quantizer.describe()
     return {
-        "quantizer": {
-            "name": q.name,
-            "version": desc.get("version", "1"),
-            "w_bits": q.w_bits,
-            "a_bits": q.a_bits,
-            "tag": q.tag,
-            "kernel": q.kernel,
-            "kernel_backend": desc.get("kernel_backend"),
-            "config": desc.get("config", {}),
-            "config_hash": desc.get("config_hash", config_hash(to_dict(q))),
-            "effective_bits": _effective_bits(quantizer, targets),
-            "targets": [t.name for t in targets],
-        },
-        "calibration": {"seconds": calib_secs, "state_cached": all(cached)},
+        "name": q.name,
+        "version": desc.get("version", "1"),
+        "w_bits": q.w_bits,
+        "a_bits": q.a_bits,
+        "tag": q.tag,
+        "kernel": q.kernel,
+        "kernel_backend": desc.get("kernel_backend"),
+        "config": desc.get("config", {}),
+        "config_hash": desc.get("config_hash", config_hash(to_dict(q))),
+        "effective_bits": {},
     }
 
 
@@ -244,6 +262,8 @@ def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> lis
     ``run_id`` names the output directory (default: a timestamp); ``write_fp=False`` skips
     the FP record (a sweep writes it once per model). FP videos, the calibration set and the
     quantizer states are read from and written to the run cache (:func:`vqbench.keys.run_cache`).
+    A quantized setting whose model produces non-finite values is recorded as ``failed``
+    (with the reason, without metrics) and the run goes on; non-finite FP videos stop it.
     Under torchrun, generation is sharded and only rank 0 returns and writes records.
     """
     plan = prepare(cfg, run_id)
@@ -258,11 +278,18 @@ def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> lis
     for q, quantizer in plan.quantizers:
         for stage in ("calibrate", "quantize", "generate"):
             plan.timings.pop(stage, None)
-        parts = quantize_stage(plan, m, q, quantizer, calib)
-        parts["calibration"] = {**calib_info, **parts["calibration"]}
-        with timed(plan.timings, "generate"):
-            reset_peak_memory(m.adapter.device)
-            gen = generate_stage(plan, m, q.label)
+        parts: dict[str, Any] = {"quantizer": quantizer_info(q, quantizer)}
+        try:
+            parts = quantize_stage(plan, m, q, quantizer, calib)
+            parts["calibration"] = {**calib_info, **parts["calibration"]}
+            with timed(plan.timings, "generate"):
+                reset_peak_memory(m.adapter.device)
+                gen = generate_stage(plan, m, q.label)
+        except NonFiniteError as e:
+            log.error("%s failed: %s", q.label, e)
+            if plan.lead:
+                records.append(fail_setting(plan, m, q.label, parts, str(e)))
+            continue
         if plan.lead:
             records.append(finish_setting(plan, m, q.label, gen, fp, parts))
     return records

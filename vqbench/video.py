@@ -23,7 +23,6 @@ def write_video(video: Video, path: str | Path, lossless: bool = False) -> Path:
     the default yuv420p at crf 10 plays everywhere (about 1.5/255 mean error).
     Odd frame sizes are padded by edge replication to even sizes for yuv420p.
     """
-    import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,9 +32,20 @@ def write_video(video: Video, path: str | Path, lossless: bool = False) -> Path:
         frames = np.pad(
             frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), "edge"
         )
-    tmp = path.with_name(path.name + ".tmp.mp4")
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    try:
+        _encode(tmp, frames, video.fps, pix_fmt, lossless)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind
+    return path
+
+
+def _encode(tmp: Path, frames: np.ndarray, fps: float, pix_fmt: str, lossless: bool) -> None:
+    import av
+
     with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(video.fps).limit_denominator(1000))
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width = frames.shape[2]
         stream.height = frames.shape[1]
         stream.pix_fmt = pix_fmt
@@ -45,8 +55,6 @@ def write_video(video: Video, path: str | Path, lossless: bool = False) -> Path:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
-    return path
 
 
 def read_video(path: str | Path, num_frames: int | None = None) -> Video:

@@ -8,7 +8,14 @@ import. It depends on torch and numpy only.
 - :mod:`~vqbench.types.protocols`: what the runner calls on adapters, quantizers, metrics.
 """
 
-from vqbench.types.common import BITS, DIGEST_LENGTH, DTYPES, KERNEL_MODES, digest
+from vqbench.types.common import (
+    BITS,
+    DIGEST_LENGTH,
+    DTYPES,
+    KERNEL_MODES,
+    NonFiniteError,
+    digest,
+)
 from vqbench.types.media import MetricResult, SampleContext, Video
 from vqbench.types.model import (
     LAYOUT_KINDS,
@@ -31,6 +38,7 @@ __all__ = [
     "CalibrationSet",
     "Metric",
     "MetricResult",
+    "NonFiniteError",
     "QuantState",
     "QuantTarget",
     "QuantizerContract",

@@ -18,6 +18,11 @@ DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 DIGEST_LENGTH = 16
 
 
+class NonFiniteError(RuntimeError):
+    """A model produced NaN or infinite values (denoiser outputs or decoded frames): the
+    setting cannot be scored. The runner records it as failed with this message."""
+
+
 def digest(obj: Any, length: int = DIGEST_LENGTH) -> str:
     """sha256 of the canonical JSON of ``obj`` (sorted keys), cut to ``length`` hex chars.
 

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vqbench.types.common import NonFiniteError
+
 
 @dataclass
 class Video:
@@ -45,8 +47,17 @@ class Video:
 
     @classmethod
     def from_tensor(cls, x: torch.Tensor, fps: float = 8.0) -> Video:
-        """Build from a float tensor ``[T, 3, H, W]`` in [0, 1] (values are clamped)."""
-        arr = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+        """Build from a float tensor ``[T, 3, H, W]`` in [0, 1] (values are clamped).
+
+        Raises :class:`~vqbench.types.common.NonFiniteError` on NaN or infinite values (a NaN
+        would otherwise become a black frame that scores as perfect against another).
+        """
+        x = x.detach().float()
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteError(
+                f"decoded video has {int((~torch.isfinite(x)).sum())} non-finite values"
+            )
+        arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
         return cls(arr.permute(0, 2, 3, 1).cpu().numpy(), fps)
 
 
