@@ -2,7 +2,7 @@
 
 ``CATALOG`` maps each registered name to its lazy ``"module:attr"`` entry; vqbench's metric
 registry is built from it. Efficiency helpers (latency, memory, packed bytes) live in
-:mod:`metrics.efficiency` and paired statistics in :mod:`metrics.stats`; they are not metrics.
+:mod:`metrics.efficiency` and paired statistics in :mod:`vqbench.stats`; they are not metrics.
 """
 
 CATALOG: dict[str, str] = {

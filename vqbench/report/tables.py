@@ -209,7 +209,7 @@ def paired_table(records: list[RunRecord], reference: str) -> str:
     Only per-sample metrics pair (set-level ones such as FVD have no per-sample values); a
     bold cell's CI excludes 0. Raises ``ConfigError`` when no group has ``reference``.
     """
-    from metrics.stats import paired_deltas
+    from vqbench.stats import paired_deltas
 
     parts = []
     for key, (desc, recs) in groups(records).items():
