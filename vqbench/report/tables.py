@@ -8,7 +8,9 @@ differs between records gets one column per version (``name@v<version>``).
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,7 +19,19 @@ from vqbench.config import ConfigError, config_hash
 from vqbench.records import RunRecord
 
 #: identity columns of a leaderboard row, in display order
-ID_COLUMNS = ["group", "model", "run", "setting", "method", "kernel", "w_bits", "a_bits"]
+ID_COLUMNS = [
+    "group",
+    "model",
+    "run",
+    "setting",
+    "status",
+    "error",
+    "method",
+    "kernel",
+    "dtype",
+    "w_bits",
+    "a_bits",
+]
 #: efficiency columns of a leaderboard row, in display order
 EFF_COLUMNS = [
     "eff_w_bits",
@@ -28,6 +42,27 @@ EFF_COLUMNS = [
     "compression",
     "peak_memory_bytes",
 ]
+
+
+def load_record(path: str | Path) -> RunRecord:
+    """``RunRecord.load`` that keeps ``status`` and ``error`` even where the record class
+    predates them (records without a ``status`` are ``"ok"``)."""
+    rec = RunRecord.load(path)
+    if not hasattr(rec, "status"):
+        d = json.loads(Path(path).read_text())
+        rec.status, rec.error = d.get("status", "ok"), d.get("error")  # type: ignore[attr-defined]
+    return rec
+
+
+def record_status(r: RunRecord) -> tuple[str, str | None]:
+    """``(status, error)`` of a record; ``("ok", None)`` for records without a status."""
+    return str(getattr(r, "status", "ok") or "ok"), getattr(r, "error", None)
+
+
+def set_size(m: dict[str, Any]) -> int | None:
+    """N of a set-level statistic (no per-sample values, e.g. FVD), else None: such values
+    depend on N and compare only at equal N."""
+    return None if m.get("per_sample") else int(m["n"]) if m.get("n") is not None else None
 
 
 def group_key(r: RunRecord) -> str:
@@ -81,13 +116,17 @@ def record_row(r: RunRecord, columns: dict[tuple[str, str], str]) -> dict[str, A
     eff_bits = q.get("effective_bits") or {}
     eff = r.efficiency
     lat = eff.get("latency") or {}
+    status, error = record_status(r)
     row: dict[str, Any] = {
         "group": group_key(r),
         "model": r.model.get("name") or r.model.get("id"),
         "run": r.run_id.split("/")[0],
         "setting": r.label,
+        "status": status,
+        "error": error,
         "method": q.get("name", "fp"),
         "kernel": q.get("kernel", "fp"),
+        "dtype": r.model.get("dtype"),
         "w_bits": q.get("w_bits", 16),
         "a_bits": q.get("a_bits", 16),
         "eff_w_bits": eff_bits.get("w_bits", 16.0),
@@ -105,6 +144,7 @@ def record_row(r: RunRecord, columns: dict[tuple[str, str], str]) -> dict[str, A
         row[f"{col}_ci_lo"], row[f"{col}_ci_hi"] = ci[0], ci[1]
         row[f"{col}_version"] = str(m["version"])
         row[f"{col}_higher_is_better"] = bool(m.get("higher_is_better", True))
+        row[f"{col}_set_n"] = set_size(m)
     return row
 
 
