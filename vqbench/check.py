@@ -54,7 +54,7 @@ class MetricView:
     hi: float | None
     version: str
     higher_is_better: bool
-    n: int | None = None  # set size of a set-level statistic (FVD); None for per-sample means
+    n: str | None = None  # set sizes of a set-level statistic (FVD); None for per-sample means
 
 
 @dataclass
@@ -176,7 +176,7 @@ def entries_from_csv(path: Path) -> list[Entry]:
                 float(hi) if hi else None,
                 row[f"{c}_version"],
                 row.get(f"{c}_higher_is_better", "True") == "True",
-                int(float(n)) if n else None,
+                n or None,
             )
         out.append(e)
     return out
