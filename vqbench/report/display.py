@@ -36,6 +36,11 @@ def metric_names(df: pd.DataFrame) -> list[str]:
     return [c[: -len("_version")] for c in df.columns if c.endswith("_version")]
 
 
+def dtype_name(dtype: Any) -> str:
+    """``"float32"`` from ``"torch.float32"`` or ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
 def is_fp(row: Any) -> bool:
     """Whether a leaderboard row is the FP setting."""
     return str(row["method"]) == "fp"
@@ -44,14 +49,14 @@ def is_fp(row: Any) -> bool:
 def precision_label(row: Any) -> str:
     """``FP32``/``BF16``/... (from the model dtype) for FP, ``W<w>A<a>`` for a quantized row."""
     if is_fp(row):
-        return DTYPE_LABELS.get(str(row.get("dtype")), "FP")
+        return DTYPE_LABELS.get(dtype_name(row.get("dtype")), "FP")
     return f"W{int(row['w_bits'])}A{int(row['a_bits'])}"
 
 
 def storage_label(row: Any) -> str:
     """How the weights behind the ``weights (MiB)`` column are stored."""
     if is_fp(row):
-        return DTYPE_LABELS.get(str(row.get("dtype")), "FP").lower()
+        return DTYPE_LABELS.get(dtype_name(row.get("dtype")), "FP").lower()
     w = int(row["w_bits"])
     if w > 8:
         return f"{w}-bit"

@@ -17,7 +17,7 @@ import pandas as pd
 
 from vqbench.config import ConfigError, config_hash
 from vqbench.records import RunRecord
-from vqbench.report.display import DTYPE_BITS, display_frame, metric_names
+from vqbench.report.display import DTYPE_BITS, display_frame, dtype_name, metric_names
 from vqbench.report.display import fmt as _fmt
 from vqbench.stats import PairedDelta, paired_deltas
 
@@ -124,7 +124,7 @@ def record_row(r: RunRecord, columns: dict[tuple[str, str], str]) -> dict[str, A
     eff = r.efficiency
     lat = eff.get("latency") or {}
     status, error = record_status(r)
-    fp_bits = DTYPE_BITS.get(str(r.model.get("dtype")), 16)
+    fp_bits = DTYPE_BITS.get(dtype_name(r.model.get("dtype")), 16)
     row: dict[str, Any] = {
         "group": group_key(r),
         "model": r.model.get("name") or r.model.get("id"),
