@@ -2,7 +2,7 @@
 
 ``CATALOG`` maps each registered name to its lazy ``"module:attr"`` entry; vqbench's metric
 registry is built from it. Latency, memory and packed bytes are measured by the harness
-(:mod:`vqbench.measure`) and paired statistics live in :mod:`metrics.stats`; neither is a metric.
+(:mod:`vqbench.measure`) and paired statistics live in :mod:`vqbench.stats`; neither is a metric.
 """
 
 CATALOG: dict[str, str] = {

@@ -11,6 +11,12 @@ never to be compared with each other (metrics.md §2):
 
 Both report unscaled cosines in [-1, 1] (not x100): CLIP-SIM is the mean over frames of
 cos(image, text), CLIP-Temp the mean over consecutive frame pairs of cos(f_i, f_{i+1}).
+
+Weights: ``precision="clip_load"`` keeps what ``clip.load`` gives (fp16 on CUDA, fp32 on
+CPU); ``"fp32"`` casts to float32 everywhere, as EvalCrafter's HF ``CLIPModel`` runs. The
+default is ``fp32`` for ``clipsim_evalcrafter`` (version 2) and ``clip_load`` for ``clipsim``
+and ``clip_temp`` (their version-1 behaviour; ``clip_temp`` with ``precision="fp32"`` is
+EvalCrafter's). On CPU both give the same numbers.
 """
 
 from __future__ import annotations
@@ -24,24 +30,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from metrics.backbones.manifest import MANIFEST, file_sha256, resolve
-from metrics.backbones.mini import load_mini, mini_asset_sha256
+from metrics.backbones.manifest import MANIFEST, file_sha256, missing_message, resolve
+from metrics.backbones.mini import load_mini, mini_asset_problem, mini_asset_sha256
 from metrics.base import PerVideoMetric
 from vqbench.types import SampleContext, Video
 
 log = logging.getLogger(__name__)
 
 PREPROCESS = ("evalcrafter", "clip")
+PRECISION = ("clip_load", "fp32")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @functools.lru_cache(maxsize=4)
-def _clip_load(path: str, device: str) -> Any:
+def _clip_load(path: str, device: str, fp32: bool) -> Any:
     import clip
 
     model, _ = clip.load(path, device=device, jit=False)
-    return model.eval()
+    return (model.float() if fp32 else model).eval()
 
 
 def _load_mini() -> tuple[Any, str | None]:
@@ -85,6 +92,7 @@ class _CLIPMetric(PerVideoMetric):
     version = "1"
     higher_is_better = True
     default_preprocess = "evalcrafter"
+    default_precision = "clip_load"
 
     def __init__(
         self,
@@ -92,11 +100,15 @@ class _CLIPMetric(PerVideoMetric):
         preprocess: str | None = None,
         device: str = "cpu",
         batch_size: int = 32,
+        precision: str | None = None,
     ) -> None:
         super().__init__()
         self.preprocess = preprocess or self.default_preprocess
         if self.preprocess not in PREPROCESS:
             raise ValueError(f"preprocess must be one of {PREPROCESS}, got {self.preprocess!r}")
+        self.precision = precision or self.default_precision
+        if self.precision not in PRECISION:
+            raise ValueError(f"precision must be one of {PRECISION}, got {self.precision!r}")
         self.backbone, self.device, self.batch_size = backbone, device, batch_size
         self._model: Any = None
         self._sha: str | None = None
@@ -108,11 +120,31 @@ class _CLIPMetric(PerVideoMetric):
         if self._model is None:
             if self.backbone == "mini":
                 model, self._sha = _load_mini()
+                model = model.float() if self.precision == "fp32" else model
                 self._model, self._label = model.to(self.device), "mini"
             else:
                 path, self._sha, self._label = resolve_clip(self.backbone)
-                self._model = _clip_load(path, self.device)
+                self._model = _clip_load(path, self.device, self.precision == "fp32")
         return self._model
+
+    def _preflight(self, *, frames: int, height: int, width: int, device: str) -> list[str]:
+        import importlib.util
+
+        out = []
+        if importlib.util.find_spec("clip") is None:
+            out.append(f"{self.name}: the clip package is missing (pip install clip-anytorch)")
+        if self.backbone == "mini":
+            problem = mini_asset_problem("clip.pt", "the mini world's CLIP")
+        elif self.backbone in MANIFEST:
+            problem = missing_message(self.backbone)
+        elif not os.path.isfile(self.backbone):
+            problem = (
+                f"CLIP backbone {self.backbone!r} is neither a file, 'mini', nor a manifest "
+                "entry (clip_vit_b32, clip_vit_l14)"
+            )
+        else:
+            problem = None
+        return out + ([f"{self.name}: {problem}"] if problem else [])
 
     @torch.no_grad()
     def image_features(self, video: Video) -> torch.Tensor:
@@ -143,19 +175,30 @@ class _CLIPMetric(PerVideoMetric):
             "backbone_sha256": self._sha,
             "preprocess": self.preprocess,
             "input_resolution": int(self._model.visual.input_resolution),
+            "precision": self.precision,
+            "weights_dtype": str(self._model.visual.conv1.weight.dtype).removeprefix("torch."),
             "frames_used": "all",
             "scale": "cosine (not x100)",
         }
 
 
 class CLIPSimEvalCrafter(_CLIPMetric):
-    """CLIP-SIM, EvalCrafter-compatible (unnormalised [0, 255] pixels; Q-VDiT tables)."""
+    """CLIP-SIM, EvalCrafter-compatible (unnormalised [0, 255] pixels, fp32 weights as
+    EvalCrafter's HF CLIPModel; Q-VDiT tables). Version 2: fp32 on CUDA too (was fp16)."""
 
     name = "clipsim_evalcrafter"
+    version = "2"
     requires = frozenset({"prompt"})
+    default_precision = "fp32"
 
-    def __init__(self, backbone: str = "clip_vit_b32", device: str = "cpu", batch_size: int = 32):
-        super().__init__(backbone, "evalcrafter", device, batch_size)
+    def __init__(
+        self,
+        backbone: str = "clip_vit_b32",
+        device: str = "cpu",
+        batch_size: int = 32,
+        precision: str | None = None,
+    ):
+        super().__init__(backbone, "evalcrafter", device, batch_size, precision)
 
     def score(self, video: Video, ctx: SampleContext) -> float:
         sims = self.image_features(video) @ self.text_features(ctx.prompt).T
@@ -166,9 +209,17 @@ class CLIPSim(CLIPSimEvalCrafter):
     """CLIP-SIM with the proper CLIP preprocess (normalised pixels)."""
 
     name = "clipsim"
+    version = "1"
+    default_precision = "clip_load"
 
-    def __init__(self, backbone: str = "clip_vit_b32", device: str = "cpu", batch_size: int = 32):
-        _CLIPMetric.__init__(self, backbone, "clip", device, batch_size)
+    def __init__(
+        self,
+        backbone: str = "clip_vit_b32",
+        device: str = "cpu",
+        batch_size: int = 32,
+        precision: str | None = None,
+    ):
+        _CLIPMetric.__init__(self, backbone, "clip", device, batch_size, precision)
 
 
 class CLIPTemp(_CLIPMetric):
@@ -176,6 +227,7 @@ class CLIPTemp(_CLIPMetric):
 
     name = "clip_temp"
     requires = frozenset()
+    min_frames = 2
 
     def score(self, video: Video, ctx: SampleContext) -> float:
         f = self.image_features(video)

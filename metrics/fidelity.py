@@ -1,7 +1,10 @@
 """Fidelity of a quantized model's video to the FP model's video of the same prompt and seed.
 
-- ``psnr_fp``: PSNR in dB over all frames and pixels (one MSE per video), capped at ``max_db``
-  for identical videos;
+- ``psnr_fp``: PSNR in dB, capped at ``max_db`` for identical videos; ``reduction`` says how
+  frames combine: ``mse_over_video`` (default: one MSE over all frames and pixels) or
+  ``mean_of_frame_psnr`` (JunyaoHu's ``calculate_psnr``: the mean of per-frame PSNRs, each
+  capped). On a video whose error grows over time the two differ by dB (the per-frame mean
+  is higher: a log of the mean is below the mean of the logs);
 - ``ssim_fp``: SSIM (Wang et al. 2004) with an 11-tap gaussian window (sigma 1.5), K1 0.01,
   K2 0.03, data range 255, "valid" convolution (no padding), on BT.601 luma or per RGB channel,
   averaged over pixels, channels and frames.
@@ -35,6 +38,14 @@ def psnr(a: np.ndarray, b: np.ndarray, max_db: float = 100.0) -> float:
     if mse == 0.0:
         return max_db
     return min(max_db, 10.0 * math.log10(255.0**2 / mse))
+
+
+def frame_mean_psnr(a: np.ndarray, b: np.ndarray, max_db: float = 100.0) -> float:
+    """Mean over frames of each frame's PSNR (``a``, ``b``: uint8 ``[T, H, W, 3]``)."""
+    return float(np.mean([psnr(x, y, max_db) for x, y in zip(a, b, strict=True)]))
+
+
+PSNR_REDUCTIONS = ("mse_over_video", "mean_of_frame_psnr")
 
 
 def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
@@ -90,19 +101,23 @@ class PSNRvsFP(PerVideoMetric):
     higher_is_better = True
     requires = frozenset({"fp_video"})
 
-    def __init__(self, max_db: float = 100.0) -> None:
+    def __init__(self, max_db: float = 100.0, reduction: str = "mse_over_video") -> None:
         super().__init__()
         if max_db <= 0:
             raise ValueError(f"max_db must be positive, got {max_db}")
-        self.max_db = float(max_db)
+        if reduction not in PSNR_REDUCTIONS:
+            raise ValueError(f"reduction must be one of {PSNR_REDUCTIONS}, got {reduction!r}")
+        self.max_db, self.reduction = float(max_db), reduction
 
     def score(self, video: Video, ctx: SampleContext) -> float:
         fp = require_fp(self.name, ctx)
         _check_same_shape(self.name, video, fp)
+        if self.reduction == "mean_of_frame_psnr":
+            return frame_mean_psnr(video.frames, fp.frames, self.max_db)
         return psnr(video.frames, fp.frames, self.max_db)
 
     def params(self) -> dict[str, Any]:
-        return {"max_db": self.max_db, "peak": 255, "reduction": "mse_over_video"}
+        return {"max_db": self.max_db, "peak": 255, "reduction": self.reduction}
 
 
 class SSIMvsFP(PerVideoMetric):

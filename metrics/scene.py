@@ -7,11 +7,16 @@ The value is the frame-level micro average (successes over all frames of all vid
 ``per_sample`` holds each video's success rate x100.
 
 The tagger is pluggable: any object with ``tag(frames: np.ndarray [T, H, W, 3] uint8) ->
-list[str]`` (one caption per frame); ``"mini"``: ``vqbench.mini.assets.load_tagger()``, whose
-word lists per frame (scene, colours, shapes) are joined into one caption; or ``"tag2text"``:
-VBench's own Tag2Text captioner run through vbench's code (the ``vbench`` extra, see
+list[str]`` (one caption per frame); ``"tag2text"`` (the default, VBench's rule): VBench's
+own Tag2Text captioner run through vbench's code (the ``vbench`` extra, see
 :mod:`metrics.vbench_compat`), with ``tag2text_swin_14m.pth`` and bert-base-uncased's
-``vocab.txt`` from the backbone manifest.
+``vocab.txt`` from the backbone manifest; when they are missing it refuses, naming the file
+and where to get it; or ``"mini"``: ``vqbench.mini.assets.load_tagger()``, only for the mini
+world (its adapter asks for it), whose word lists per frame (scene, colours, shapes) are
+joined into one caption. The record's params name the tagger that ran.
+
+Version 2: the default tagger is Tag2Text (was the mini tagger, which scored real models'
+videos 0).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from metrics.backbones.mini import load_mini, mini_asset_sha256
-from metrics.base import check_batch
-from metrics.stats import result_from_samples, sample_key
+from metrics.backbones.manifest import missing_message
+from metrics.backbones.mini import load_mini, mini_asset_problem, mini_asset_sha256
+from metrics.base import MetricBase, check_batch, result_from_samples, sample_key
 from vqbench.types import MetricResult, SampleContext, Video
 
 
@@ -67,23 +72,31 @@ def _load_mini() -> FrameTagger:
     return _MiniTagger(net, mini_asset_sha256("tagger.safetensors"))
 
 
-class SceneConsistency:
-    """VBench ``scene`` score x100 with a pluggable per-frame tagger."""
+TAGGERS = ("tag2text", "mini")
+TAG2TEXT_FILES = ("tag2text_swin_14m", "bert_base_uncased_vocab")
+
+
+class SceneConsistency(MetricBase):
+    """VBench ``scene`` score x100 with a pluggable per-frame tagger (Tag2Text by default)."""
 
     name = "scene_consistency"
-    version = "1"
+    version = "2"
     higher_is_better = True
     requires = frozenset({"scene"})
 
     def __init__(
         self,
-        tagger: str | FrameTagger = "mini",
+        tagger: str | FrameTagger = "tag2text",
         frames: int | None = 16,
         case_sensitive: bool = True,
         device: str = "cpu",
     ) -> None:
         if frames is not None and frames < 1:
             raise ValueError(f"frames must be positive or None (all frames), got {frames}")
+        if isinstance(tagger, str) and tagger not in TAGGERS:
+            raise ValueError(
+                f"tagger must be one of {TAGGERS} or an object with tag(), got {tagger!r}"
+            )
         self._tagger_spec = tagger
         self._tagger: FrameTagger | None = None
         self.frames, self.case_sensitive, self.device = frames, case_sensitive, device
@@ -99,16 +112,35 @@ class SceneConsistency:
             if spec == "mini":
                 self._tagger = _load_mini()
             elif spec == "tag2text":
+                missing = [m for m in map(missing_message, TAG2TEXT_FILES) if m]
+                if missing:
+                    raise FileNotFoundError(f"{self.name} (tagger 'tag2text'): {missing[0]}")
                 from metrics.vbench_compat import Tag2TextTagger
 
                 self._tagger = Tag2TextTagger.from_cache(self.device)
-            elif isinstance(spec, str):
-                raise ValueError(
-                    f"unknown tagger {spec!r}; use 'mini', 'tag2text' or an object with tag()"
-                )
             else:
                 self._tagger = spec
         return self._tagger
+
+    def _preflight(self, *, frames: int, height: int, width: int, device: str) -> list[str]:
+        import importlib.util
+
+        spec = self._tagger_spec
+        if spec == "mini":
+            problem = mini_asset_problem("tagger.safetensors", "the mini world's tagger")
+            return [f"{self.name}: {problem}"] if problem else []
+        if spec != "tag2text":
+            return []
+        out = [
+            f"{self.name} (tagger 'tag2text'): {m}"
+            for m in map(missing_message, TAG2TEXT_FILES)
+            if m
+        ]
+        if importlib.util.find_spec("vbench") is None:
+            from metrics.vbench_compat import INSTALL_HINT
+
+            out.append(f"{self.name} (tagger 'tag2text'): vbench is not installed; {INSTALL_HINT}")
+        return out
 
     def update(self, videos: list[Video], ctx: list[SampleContext]) -> None:
         check_batch(self.name, videos, ctx)

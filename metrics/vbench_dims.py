@@ -29,9 +29,8 @@ from typing import Any
 import torch
 
 from metrics.backbones.manifest import MANIFEST, vbench_cache_dir, verify
-from metrics.base import check_batch
-from metrics.stats import result_from_samples, sample_key
-from metrics.vbench_compat import require_vbench
+from metrics.base import MetricBase, check_batch, result_from_samples, sample_key
+from metrics.vbench_compat import INSTALL_HINT, require_vbench
 from vqbench.types import MetricResult, SampleContext, Video
 
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -111,7 +110,7 @@ def _vbench_env(root: Path, work: Path) -> Iterator[None]:
             tokenizer.__init__.__defaults__ = old_bpe
 
 
-class VBenchDimension:
+class VBenchDimension(MetricBase):
     """One VBench dimension x100, computed by vbench's code on the collected videos."""
 
     dimension = ""
@@ -129,6 +128,23 @@ class VBenchDimension:
         self.files: list[str] = []
         self.prompts: list[str] = []
         self.keys: list[str] = []
+
+    def _preflight(self, *, frames: int, height: int, width: int, device: str) -> list[str]:
+        import importlib.util
+
+        out = []
+        if importlib.util.find_spec("vbench") is None:
+            out.append(f"{self.name}: the vbench extra is not installed; {INSTALL_HINT}")
+        if min(height, width) < self.min_size:
+            out.append(f"{self.name}: needs videos of at least {self.min_size} px")
+        root = Path(self.cache_dir) if self.cache_dir else vbench_cache_dir()
+        for entry in REQUIRED[self.dimension]:
+            b = MANIFEST[entry]
+            path = root / str(b.vbench_relpath)
+            if not path.is_file():
+                note = f" ({b.note})" if b.note else ""
+                out.append(f"{self.name}: missing {path}; get it from {b.url}{note}")
+        return out
 
     def update(self, videos: list[Video], ctx: list[SampleContext]) -> None:
         from vqbench.video import write_video
@@ -207,12 +223,14 @@ class SubjectConsistency(VBenchDimension):
     """VBench ``subject_consistency`` x100: DINO ViT-B/16 features of consecutive frames."""
 
     dimension, name = "subject_consistency", "vbench_subject_consistency"
+    min_frames = 2
 
 
 class BackgroundConsistency(VBenchDimension):
     """VBench ``background_consistency`` x100: CLIP ViT-B/32 features of consecutive frames."""
 
     dimension, name = "background_consistency", "vbench_background_consistency"
+    min_frames = 2
 
 
 class MotionSmoothness(VBenchDimension):
@@ -220,6 +238,7 @@ class MotionSmoothness(VBenchDimension):
 
     dimension, name = "motion_smoothness", "vbench_motion_smoothness"
     min_size = 128
+    min_frames = 3  # odd frames are interpolated from their even neighbours
 
 
 class DynamicDegree(VBenchDimension):
@@ -227,6 +246,7 @@ class DynamicDegree(VBenchDimension):
 
     dimension, name = "dynamic_degree", "vbench_dynamic_degree"
     min_size = 128
+    min_frames = 2
 
 
 class AestheticQuality(VBenchDimension):
@@ -245,6 +265,7 @@ class TemporalFlickering(VBenchDimension):
     """VBench ``temporal_flickering`` x100: mean absolute difference of consecutive frames."""
 
     dimension, name = "temporal_flickering", "vbench_temporal_flickering"
+    min_frames = 2
 
 
 class OverallConsistency(VBenchDimension):

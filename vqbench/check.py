@@ -11,19 +11,27 @@ Gates file (YAML)::
 A setting regresses on a metric when its worsening exceeds ``abs_tol + rel_tol * |baseline|``.
 With ``use_ci`` the worsening is measured between the confidence intervals (the baseline's
 pessimistic bound against the candidate's optimistic one), so only a change the CIs resolve
-can fail; without it, between the point values. Settings missing from the candidate, and
-metrics whose version or generation group differ from the baseline's, also fail.
+can fail; without it, between the point values. Settings missing from the candidate, failed
+settings (``"status": "failed"``, with their reason), and metrics whose version, generation
+group or set size N (set-level metrics such as FVD, unless ``allow_different_n``) differ from
+the baseline's also fail (exit 1).
+
+The check is strict about its inputs (``ValueError`` naming the file and field, exit 2): every
+gated metric must be a registered metric, present in the baseline and in the candidate;
+tolerances must be finite and >= 0; a failed setting in the baseline is refused.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vqbench.config import ConfigError, load_yaml
 from vqbench.records import RunRecord
+from vqbench.registry import METRICS
 
 _GATE_KEYS = {"abs_tol", "rel_tol", "use_ci"}
 
@@ -46,6 +54,7 @@ class MetricView:
     hi: float | None
     version: str
     higher_is_better: bool
+    n: str | None = None  # set sizes of a set-level statistic (FVD); None for per-sample means
 
 
 @dataclass
@@ -56,6 +65,8 @@ class Entry:
     setting: str
     group: str
     metrics: dict[str, MetricView] = field(default_factory=dict)
+    status: str = "ok"
+    error: str | None = None
 
 
 @dataclass
@@ -64,7 +75,7 @@ class Finding:
 
     setting: str
     metric: str
-    status: str  # ok | REGRESSION | MISSING | INCOMPARABLE
+    status: str  # ok | REGRESSION | MISSING | INCOMPARABLE | FAILED
     base: MetricView | None = None
     cand: MetricView | None = None
     allowed: float = 0.0
@@ -72,22 +83,29 @@ class Finding:
 
 
 def load_gates(path: str | Path) -> tuple[list[str], dict[str, Gate]]:
-    """Setting patterns and per-metric gates; ``ConfigError`` naming the bad field."""
+    """Setting patterns and per-metric gates; ``ConfigError`` naming the file and bad field."""
     data = load_yaml(path)
+    where = f"{path}: gates"
     unknown = set(data) - {"settings", "defaults", "metrics"}
     if unknown:
-        raise ConfigError(f"gates.{sorted(unknown)[0]}: unknown field")
-    defaults = _gate_fields(data.get("defaults") or {}, "gates.defaults")
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown field")
+    defaults = _gate_fields(data.get("defaults") or {}, f"{where}.defaults")
     metrics = data.get("metrics") or {}
     if not isinstance(metrics, dict) or not metrics:
-        raise ConfigError("gates.metrics: needs a mapping of metric name -> tolerances")
+        raise ConfigError(f"{where}.metrics: needs a mapping of metric name -> tolerances")
+    for name in metrics:
+        if name not in METRICS:
+            raise ConfigError(
+                f"{where}.metrics.{name}: unknown metric {name!r}{METRICS.suggest(str(name))}; "
+                "see `vqbench ls metrics`"
+            )
     gates = {
-        name: Gate(**{**defaults, **_gate_fields(spec or {}, f"gates.metrics.{name}")})
+        name: Gate(**{**defaults, **_gate_fields(spec or {}, f"{where}.metrics.{name}")})
         for name, spec in metrics.items()
     }
     patterns = data.get("settings") or ["*"]
     if not isinstance(patterns, list):
-        raise ConfigError("gates.settings: expected a list of patterns")
+        raise ConfigError(f"{where}.settings: expected a list of patterns")
     return [str(p) for p in patterns], gates
 
 
@@ -104,8 +122,8 @@ def _gate_fields(spec: Any, where: str) -> dict[str, Any]:
                 out[k] = float(spec[k])
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{where}.{k}: expected a number, got {spec[k]!r}") from e
-            if out[k] < 0:
-                raise ConfigError(f"{where}.{k}: must be >= 0")
+            if not math.isfinite(out[k]) or out[k] < 0:
+                raise ConfigError(f"{where}.{k}: must be a finite number >= 0, got {spec[k]!r}")
     if "use_ci" in spec:
         out["use_ci"] = bool(spec["use_ci"])
     return out
@@ -114,15 +132,22 @@ def _gate_fields(spec: Any, where: str) -> dict[str, Any]:
 # ---- loading entries ---------------------------------------------------------------------
 def entry_from_record(r: RunRecord) -> Entry:
     """An :class:`Entry` from a run record."""
-    from vqbench.report.tables import group_key
+    from vqbench.report.tables import group_key, record_status, set_size
 
+    status, error = record_status(r)
     e = Entry(str(r.model.get("name") or r.model.get("id")), r.label, group_key(r))
+    e.status, e.error = status, error
     for name, m in r.metrics.items():
         if m["value"] is None:
             continue
         ci = m.get("ci") or (None, None)
         e.metrics[name] = MetricView(
-            float(m["value"]), ci[0], ci[1], str(m["version"]), bool(m.get("higher_is_better", 1))
+            float(m["value"]),
+            ci[0],
+            ci[1],
+            str(m["version"]),
+            bool(m.get("higher_is_better", 1)),
+            set_size(m),
         )
     return e
 
@@ -139,16 +164,19 @@ def entries_from_csv(path: Path) -> list[Entry]:
     out = []
     for row in df.to_dict("records"):
         e = Entry(row["model"], row["setting"], row["group"])
+        e.status, e.error = row.get("status") or "ok", row.get("error") or None
         for c in cols:
             if row[c] == "":
                 continue
             lo, hi = row.get(f"{c}_ci_lo", ""), row.get(f"{c}_ci_hi", "")
+            n = row.get(f"{c}_set_n", "")
             e.metrics[c.split("@v")[0]] = MetricView(
                 float(row[c]),
                 float(lo) if lo else None,
                 float(hi) if hi else None,
                 row[f"{c}_version"],
                 row.get(f"{c}_higher_is_better", "True") == "True",
+                n or None,
             )
         out.append(e)
     return out
@@ -167,10 +195,12 @@ def load_entries(path: str | Path) -> list[Entry]:
         p = p / "leaderboard.csv"
     if p.suffix == ".csv":
         return entries_from_csv(p)
+    from vqbench.report.tables import load_record
+
     if p.is_file():
-        records = [RunRecord.load(p)]
+        records = [load_record(p)]
     else:
-        records = [RunRecord.load(f) for f in sorted(p.rglob("run.json"))]
+        records = [load_record(f) for f in sorted(p.rglob("run.json"))]
     records.sort(key=lambda r: (r.created, r.run_id))
     latest = {(e.model, e.setting): e for e in map(entry_from_record, records)}
     return list(latest.values())
@@ -189,29 +219,47 @@ def worsening(base: MetricView, cand: MetricView, use_ci: bool) -> float:
 
 
 def compare(
-    baseline: list[Entry], candidate: list[Entry], patterns: list[str], gates: dict[str, Gate]
+    baseline: list[Entry],
+    candidate: list[Entry],
+    patterns: list[str],
+    gates: dict[str, Gate],
+    allow_different_n: bool = False,
 ) -> list[Finding]:
-    """Findings for every gated (setting, metric) of the baseline."""
+    """Findings for every gated (setting, metric) of the baseline, a MISSING finding for a
+    baseline setting absent from the candidate and a FAILED one for every failed candidate
+    setting the patterns select."""
     cand = {(e.model, e.setting): e for e in candidate}
     findings = []
+    for c in candidate:
+        if c.status != "ok" and any(fnmatch.fnmatchcase(c.setting, p) for p in patterns):
+            findings.append(
+                Finding(f"{c.model}/{c.setting}", "*", "FAILED", note=c.error or "no reason given")
+            )
     for b in baseline:
         if not any(fnmatch.fnmatchcase(b.setting, p) for p in patterns):
             continue
         label = f"{b.model}/{b.setting}"
         c = cand.get((b.model, b.setting))
+        if c is None:
+            findings.append(Finding(label, "*", "MISSING", note="setting not in the results"))
+            continue
+        if c.status != "ok":
+            continue  # its FAILED finding is above
         for name, gate in gates.items():
             bm = b.metrics.get(name)
             if bm is None:
                 continue  # e.g. fidelity-to-FP metrics on the FP setting
             allowed = gate.abs_tol + gate.rel_tol * abs(bm.value)
-            cm = c.metrics.get(name) if c else None
+            cm = c.metrics.get(name)
             f = Finding(label, name, "ok", bm, cm, allowed)
-            if c is None or cm is None:
-                f.status, f.note = "MISSING", "not in the results" if c is None else "not measured"
+            if cm is None:
+                f.status, f.note = "MISSING", "not measured"
             elif cm.version != bm.version:
                 f.status, f.note = "INCOMPARABLE", f"metric version {bm.version} -> {cm.version}"
             elif c.group != b.group:
                 f.status, f.note = "INCOMPARABLE", f"generation group {b.group} -> {c.group}"
+            elif cm.n != bm.n and not allow_different_n:
+                f.status, f.note = "INCOMPARABLE", f"computed at N = {bm.n} -> {cm.n}"
             elif worsening(bm, cm, gate.use_ci) > allowed:
                 f.status = "REGRESSION"
                 f.note = f"worse by {worsening(bm, cm, gate.use_ci):.4g}" + (
@@ -245,7 +293,8 @@ def format_findings(findings: list[Finding], verbose: bool = False) -> str:
         for r in rows
     ]
     bad = [f for f in findings if f.status != "ok"]
-    counts = {s: sum(f.status == s for f in bad) for s in ("REGRESSION", "MISSING", "INCOMPARABLE")}
+    kinds = ("REGRESSION", "MISSING", "INCOMPARABLE", "FAILED")
+    counts = {s: sum(f.status == s for f in bad) for s in kinds}
     summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
     verdict = (
         f"FAIL: {summary} (of {len(findings)} gated values)"
@@ -256,19 +305,35 @@ def format_findings(findings: list[Finding], verbose: bool = False) -> str:
 
 
 def run_check(
-    baseline: str | Path, gates: str | Path, results: str | Path, verbose: bool = False
+    baseline: str | Path,
+    gates: str | Path,
+    results: str | Path,
+    verbose: bool = False,
+    allow_different_n: bool = False,
 ) -> tuple[bool, str]:
-    """Compare ``results`` with ``baseline`` under ``gates``; ``(passed, report text)``."""
+    """Compare ``results`` with ``baseline`` under ``gates``; ``(passed, report text)``.
+
+    ``allow_different_n`` compares set-level metrics (FVD) computed at different N.
+    """
     patterns, gate_map = load_gates(gates)
     base = load_entries(baseline)
     cand = load_entries(results)
-    gated = {m for e in base for m in e.metrics} & set(gate_map)
-    if not gated:
+    failed = [e for e in base if e.status != "ok"]
+    if failed:
         raise ConfigError(
-            f"gates.metrics: none of {sorted(gate_map)} is in the baseline {baseline}"
+            f"{baseline}: baseline setting {failed[0].model}/{failed[0].setting} failed "
+            f"({failed[0].error}); regenerate the baseline"
         )
-    findings = compare(base, cand, patterns, gate_map)
+    for label, entries, path in (("baseline", base, baseline), ("candidate", cand, results)):
+        have = {m for e in entries for m in e.metrics}
+        absent = sorted(set(gate_map) - have)
+        if absent and not (label == "candidate" and all(e.status != "ok" for e in entries)):
+            raise ConfigError(
+                f"{gates}: gates.metrics.{absent[0]}: not in the {label} {path} "
+                f"(it has {sorted(have)})"
+            )
+    findings = compare(base, cand, patterns, gate_map, allow_different_n)
     if not findings:
-        raise ConfigError(f"gates.settings: no baseline setting matches {patterns}")
+        raise ConfigError(f"{gates}: gates.settings: no baseline setting matches {patterns}")
     passed = all(f.status == "ok" for f in findings)
     return passed, format_findings(findings, verbose)

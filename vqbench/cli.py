@@ -66,18 +66,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Leaderboard of a results dir: markdown to stdout, or md/CSV/HTML and plots with --out."""
-    from vqbench.records import find_records
-    from vqbench.report import markdown_table, paired_table, select, write_report
+    """Leaderboard of a results dir: markdown to stdout, or md/CSV/HTML and plots with --out;
+    --format latex|csv|md prints paper tables (leaderboard, or --paired comparisons)."""
+    from vqbench.report import load_records, markdown_table, paired_table, select, write_report
 
     records = None
-    if args.out is None or args.paired:
-        records = select(find_records(args.results), args.settings)
+    if args.out is None or args.paired or args.format:
+        records = select([r for r, _ in load_records(args.results)], args.settings)
+    if args.format:
+        from vqbench.report.export import export
+
+        print(export(records, args.format, args.paired, args.allow_different_n))
+        return 0
     if args.out is None:
-        print(markdown_table(records))
+        print(markdown_table(records, args.allow_different_n))
     else:
         files = write_report(
-            args.results, args.out, strips=args.strips, quiet=args.quiet, settings=args.settings
+            args.results,
+            args.out,
+            strips=args.strips,
+            quiet=args.quiet,
+            settings=args.settings,
+            allow_different_n=args.allow_different_n,
         )
         for kind, path in files.items():
             print(f"{kind}: {path}")
@@ -166,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strips", type=int, default=4, help="frame strips per group (0: none)")
     p.add_argument("--settings", nargs="+", metavar="PATTERN", help="only these setting labels")
     p.add_argument("--paired", metavar="SETTING", help="also print paired deltas against it")
+    p.add_argument(
+        "--format", choices=["latex", "csv", "md"], help="print paper tables in this format"
+    )
+    p.add_argument(
+        "--allow-different-n", action="store_true", help="compare FVDs computed at different N"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("check", help=cmd_check.__doc__)

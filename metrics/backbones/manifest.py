@@ -199,20 +199,29 @@ def verify(path: str | os.PathLike[str], sha256: str | None) -> str:
     return actual
 
 
+def missing_message(name: str) -> str | None:
+    """``None`` if backbone ``name`` is present, else one line naming the file, its URL and
+    where to put it (no hashing: cheap enough for a preflight check)."""
+    b = _entry(name)
+    paths = candidates(name)
+    if any(p.is_file() for p in paths):
+        return None
+    where = " or ".join(str(p) for p in paths)
+    extra = f" ({b.note})" if b.note else ""
+    return (
+        f"backbone {name!r}: file {b.filename} not found. vqbench downloads nothing; get it "
+        f"from {b.url}{extra} and put it at {where} (set VQBENCH_CACHE_DIR to change the root)"
+    )
+
+
 def resolve(name: str) -> Path:
     """Local path of backbone ``name``, sha256-checked when the manifest knows the hash.
 
     Raises ``FileNotFoundError`` naming the file, its URL and where to put it.
     """
     b = _entry(name)
-    paths = candidates(name)
-    for p in paths:
+    for p in candidates(name):
         if p.is_file():
             verify(p, b.sha256)
             return p
-    where = " or ".join(str(p) for p in paths)
-    extra = f" ({b.note})" if b.note else ""
-    raise FileNotFoundError(
-        f"backbone {name!r}: file {b.filename} not found. vqbench downloads nothing; get it "
-        f"from {b.url}{extra} and put it at {where} (set VQBENCH_CACHE_DIR to change the root)"
-    )
+    raise FileNotFoundError(missing_message(name))

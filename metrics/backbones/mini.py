@@ -31,3 +31,18 @@ def mini_asset_sha256(filename: str) -> str | None:
     assets = importlib.import_module("vqbench.mini.assets")
     path = Path(assets.ASSETS) / filename
     return file_sha256(path) if path.is_file() else None
+
+
+def mini_asset_problem(filename: str, what: str) -> str | None:
+    """``None`` if the mini world ships ``filename``, else a one-line problem naming it."""
+    try:
+        assets = importlib.import_module("vqbench.mini.assets")
+    except ImportError as e:
+        return f"backbone 'mini' ({what}) needs vqbench.mini.assets: {e}"
+    path = Path(assets.ASSETS) / filename
+    if path.is_file():
+        return None
+    return (
+        f"backbone 'mini' ({what}): {path} is missing; restore the shipped assets "
+        "(git checkout vqbench/mini/assets) or retrain them (vqbench mini train evaluators)"
+    )

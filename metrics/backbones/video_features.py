@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 CLIP_SAMPLING = ("first", "center", "uniform")
 RESIZE_MODES = ("bilinear", "short_side_crop")
+RESIZE_ROUNDING = ("ceil", "nearest")
+"""How ``short_side_crop`` rounds the long side: up (JunyaoHu, VideoGPT) or to nearest (v2)."""
 
 
 @runtime_checkable
@@ -63,17 +66,47 @@ def sample_clip(frames: np.ndarray, n: int, mode: str = "first") -> np.ndarray:
     return frames[np.linspace(0, t - 1, n).round().astype(int)]
 
 
+def random_offsets(lengths: list[int], n: int, seed: int) -> list[int]:
+    """StyleGAN-V's random clip offsets: for each video a start in ``[0, T - n]``, drawn in
+    order from ``numpy.random.default_rng(seed)``. Raises ``ValueError`` for a short video."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in lengths:
+        if t < n:
+            raise ValueError(f"video has {t} frames, the detector protocol needs {n}")
+        out.append(int(rng.integers(0, t - n + 1)))
+    return out
+
+
+def random_clips(videos: list[Video], n: int, seed: int) -> list[Video]:
+    """``n`` consecutive frames of each video at :func:`random_offsets`."""
+    offsets = random_offsets([v.num_frames for v in videos], n, seed)
+    return [Video(v.frames[o : o + n], v.fps) for v, o in zip(videos, offsets, strict=True)]
+
+
+def short_side_size(h: int, w: int, resolution: int, rounding: str = "ceil") -> tuple[int, int]:
+    """Frame size with the shorter side at ``resolution``; the other side rounded up
+    (``ceil``, JunyaoHu/VideoGPT: 360x640 -> 224x399) or to nearest (224x398)."""
+    if rounding not in RESIZE_ROUNDING:
+        raise ValueError(f"resize_rounding must be one of {RESIZE_ROUNDING}, got {rounding!r}")
+    s = resolution / min(h, w)
+    r = math.ceil if rounding == "ceil" else round
+    return max(resolution, int(r(h * s))), max(resolution, int(r(w * s)))
+
+
 def preprocess_i3d(
     video: Video,
     frames: int = 16,
     resolution: int = 224,
     clip: str = "first",
     resize: str = "bilinear",
+    rounding: str = "ceil",
 ) -> torch.Tensor:
     """``[3, frames, R, R]`` float32 in [-1, 1], the reference FVD input.
 
     ``bilinear`` resizes each frame to ``R x R`` (TF reference, aspect not kept);
-    ``short_side_crop`` resizes the shorter side to ``R`` and centre-crops (JunyaoHu/VideoGPT).
+    ``short_side_crop`` resizes the shorter side to ``R`` (the long side rounded by
+    ``rounding``, see :func:`short_side_size`) and centre-crops (JunyaoHu/VideoGPT).
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
@@ -83,8 +116,7 @@ def preprocess_i3d(
     if resize == "bilinear":
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
     else:
-        s = resolution / min(h, w)
-        size = (max(resolution, round(h * s)), max(resolution, round(w * s)))
+        size = short_side_size(h, w, resolution, rounding)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
         x = x[..., top : top + resolution, left : left + resolution]
@@ -110,11 +142,15 @@ class I3DFeatureExtractor:
         resize: str = "bilinear",
         batch_size: int = 4,
         device: torch.device | str = "cpu",
+        rounding: str = "ceil",
     ) -> None:
         if clip not in CLIP_SAMPLING:
             raise ValueError(f"clip must be one of {CLIP_SAMPLING}, got {clip!r}")
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+        if rounding not in RESIZE_ROUNDING:
+            raise ValueError(f"resize_rounding must be one of {RESIZE_ROUNDING}, got {rounding!r}")
+        self.rounding = rounding
         self.model, self.name, self.sha256 = model, name, sha256
         self.frames, self.resolution, self.clip, self.resize = frames, resolution, clip, resize
         self.batch_size, self.device = batch_size, torch.device(device)
@@ -125,6 +161,7 @@ class I3DFeatureExtractor:
             "resolution": self.resolution,
             "clip_sampling": self.clip,
             "resize": self.resize,
+            "resize_rounding": self.rounding if self.resize == "short_side_crop" else None,
             "value_range": "[-1,1]",
             "feature": "logits_400_presoftmax",
         }
@@ -135,7 +172,9 @@ class I3DFeatureExtractor:
         for i in range(0, len(videos), self.batch_size):
             x = torch.stack(
                 [
-                    preprocess_i3d(v, self.frames, self.resolution, self.clip, self.resize)
+                    preprocess_i3d(
+                        v, self.frames, self.resolution, self.clip, self.resize, self.rounding
+                    )
                     for v in videos[i : i + self.batch_size]
                 ]
             ).to(self.device)
@@ -143,7 +182,13 @@ class I3DFeatureExtractor:
                 f = self.model.features(x)
             else:
                 f = self.model(x, rescale=False, resize=False, return_features=True)
-            out.append(f.float().reshape(f.shape[0], -1).cpu().numpy())
+            if f.dim() != 2:
+                raise ValueError(
+                    f"{self.name}: the detector returned features of shape {tuple(f.shape)}, "
+                    f"a spatial map, not [B, D] vectors (at resolution {self.resolution}; "
+                    "StyleGAN-V's TorchScript I3D pools to 400-d only at 224): use resolution=224"
+                )
+            out.append(f.float().cpu().numpy())
         return np.concatenate(out, axis=0).astype(np.float64)
 
 
@@ -173,6 +218,7 @@ def resolve_detector(
     clip: str = "first",
     resize: str = "bilinear",
     device: str = "cpu",
+    rounding: str = "ceil",
 ) -> VideoFeatureExtractor:
     """An extractor from a name (``i3d_torchscript``, ``i3d``, ``mini``) or an object.
 
@@ -193,7 +239,7 @@ def resolve_detector(
     sha = verify(path, detector_sha256)
     model = _load_detector_model(detector, str(path), device)
     return I3DFeatureExtractor(
-        model, detector, sha, frames, resolution, clip, resize, device=device
+        model, detector, sha, frames, resolution, clip, resize, device=device, rounding=rounding
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,11 @@ metrics:
 """
 
 
-def _metric(value: float, half: float, hib: bool = True, version: str = "1") -> dict:
+def _metric(value: float, half: float, hib: bool = True, version: str = "1", n: int = 8) -> dict:
     return {
         "name": "m",
         "value": value,
-        "n": 8,
+        "n": n,
         "version": version,
         "higher_is_better": hib,
         "ci": [value - half, value + half],
@@ -41,7 +42,7 @@ def write_results(root: Path, psnr: float = 30.0, fvd: float = 100.0, **kw) -> P
     version = kw.get("version", "1")
     for label, q, delta in [("fp", None, 0.0), ("rtn-W8A8", 8, 0.0), ("rtn-W4A8", 4, 3.0)]:
         quant = None
-        metrics = {"fvd": _metric(fvd + 10 * delta, 5.0, hib=False)}
+        metrics = {"fvd": _metric(fvd + 10 * delta, 5.0, hib=False, n=kw.get("fvd_n", 8))}
         if q is not None:
             quant = {
                 "name": "rtn",
@@ -119,7 +120,7 @@ def test_missing_setting_and_version_change_fail(tmp_path, gates):
     assert not passed and "INCOMPARABLE (metric version 1 -> 2)" in text
     (cand / "run1" / "rtn-W4A8" / "run.json").unlink()
     passed, text = run_check(base, gates, cand)
-    assert "MISSING (not in the results)" in text
+    assert "MISSING (setting not in the results)" in text
 
 
 def test_worsening_uses_cis():
@@ -135,8 +136,69 @@ def test_bad_gates_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"gates.metrics.psnr_fp.abs_tolerance: unknown field"):
         load_gates(bad)
     bad.write_text("metrics: {psnr_fp: {abs_tol: -1}}\n")
-    with pytest.raises(ConfigError, match="must be >= 0"):
+    with pytest.raises(ConfigError, match="must be a finite number >= 0"):
         load_gates(bad)
+    for value in (".nan", ".inf"):
+        bad.write_text(f"metrics: {{psnr_fp: {{abs_tol: {value}}}}}\n")
+        with pytest.raises(
+            ValueError, match=r"g\.yaml: gates\.metrics\.psnr_fp\.abs_tol: must be a"
+        ):
+            load_gates(bad)
+
+
+def test_unknown_gated_metric_is_an_error_not_a_pass(tmp_path, capsys):
+    base = write_results(tmp_path / "base")
+    g = tmp_path / "typo.yaml"
+    g.write_text("metrics: {psnr_fp: {abs_tol: 0.5}, ssim_pf: {abs_tol: 0.01}}\n")
+    with pytest.raises(
+        ValueError, match=r"typo\.yaml: gates\.metrics\.ssim_pf: unknown metric.*ssim_fp"
+    ):
+        run_check(base, g, base)
+    assert main(["check", str(base), "--baseline", str(base), "--gates", str(g)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vqbench: error:") and "ssim_pf" in err and "\n" not in err
+
+
+def test_gated_metric_must_be_in_baseline_and_candidate(tmp_path):
+    base = write_results(tmp_path / "base")
+    g = tmp_path / "g.yaml"
+    g.write_text("metrics: {psnr_fp: {abs_tol: 0.5}, ssim_fp: {abs_tol: 0.01}}\n")
+    with pytest.raises(ValueError, match=r"gates\.metrics\.ssim_fp: not in the baseline"):
+        run_check(base, g, base)
+    cand = write_results(tmp_path / "cand")
+    for d in (cand / "run1").iterdir():
+        rec = RunRecord.load(d / "run.json")
+        rec.metrics.pop("psnr_fp", None)
+        rec.save(d / "run.json")
+    g.write_text("metrics: {psnr_fp: {abs_tol: 0.5}}\n")
+    with pytest.raises(ValueError, match=r"gates\.metrics\.psnr_fp: not in the candidate"):
+        run_check(base, g, cand)
+
+
+def _fail(path: Path, reason: str) -> None:
+    d = json.loads(path.read_text())
+    d.update(status="failed", error=reason, metrics={})
+    path.write_text(json.dumps(d))
+
+
+def test_failed_setting_fails_with_its_reason(tmp_path, gates, capsys):
+    base = write_results(tmp_path / "base")
+    cand = write_results(tmp_path / "cand")
+    _fail(cand / "run1" / "rtn-W4A8" / "run.json", "non-finite outputs at step 3")
+    assert main(["check", str(cand), "--baseline", str(base), "--gates", str(gates)]) == 1
+    out = capsys.readouterr().out
+    assert "mini/rtn-W4A8" in out and "FAILED (non-finite outputs at step 3)" in out
+    _fail(base / "run1" / "rtn-W8A8" / "run.json", "out of memory")
+    with pytest.raises(ValueError, match="baseline setting mini/rtn-W8A8 failed"):
+        run_check(base, gates, cand)
+
+
+def test_fvd_at_different_n_is_incomparable_unless_allowed(tmp_path, gates):
+    base = write_results(tmp_path / "base")
+    cand = write_results(tmp_path / "cand", fvd_n=16)
+    passed, text = run_check(base, gates, cand)
+    assert not passed and "INCOMPARABLE (computed at N = 8 -> 16)" in text
+    assert run_check(base, gates, cand, allow_different_n=True)[0]
 
 
 def test_shipped_gates_file_loads():

@@ -7,13 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from metrics.base import result_from_samples
 from metrics.fidelity import PSNRvsFP, SSIMvsFP, psnr, ssim
-from metrics.stats import (
-    bootstrap_ci,
-    bootstrap_statistic_ci,
-    paired_deltas,
-    result_from_samples,
-)
+from vqbench.stats import bootstrap_ci, bootstrap_statistic_ci, mean_ci, paired_deltas
 from vqbench.types import SampleContext, Video
 
 
@@ -57,9 +53,26 @@ def test_paired_deltas_use_shared_keys_only():
     d = paired_deltas({"a/0": 3.0, "b/0": 5.0, "c/0": 1.0}, {"a/0": 1.0, "b/0": 4.0})
     assert d.n == 2 and d.mean == pytest.approx(1.5)
     assert d.deltas == {"a/0": 2.0, "b/0": 1.0}
-    assert d.ci == (pytest.approx(1.0), pytest.approx(2.0))
+    # t-interval, n = 2: 1.5 -/+ t_{1, .975} (12.7062) * 0.7071 / sqrt(2)
+    assert d.method == "t" and d.ci == (
+        pytest.approx(-4.8531, abs=1e-4),
+        pytest.approx(7.8531, abs=1e-4),
+    )
+    p = paired_deltas({"a/0": 3.0, "b/0": 5.0}, {"a/0": 1.0, "b/0": 4.0}, method="percentile")
+    assert p.ci == (pytest.approx(1.0), pytest.approx(2.0))
     with pytest.raises(ValueError):
         paired_deltas({"a/0": 1.0}, {"b/0": 1.0})
+
+
+def test_mean_ci_methods_hand_computed():
+    x = [1.0, 2.0, 3.0, 4.0]  # mean 2.5, s = 1.29099; t_{3, .975} = 3.18245 -> half 2.05426
+    assert mean_ci(x, "t") == (pytest.approx(0.44574, abs=1e-5), pytest.approx(4.55426, abs=1e-5))
+    lo, hi = mean_ci(x, "bca")
+    assert 1.0 <= lo < 2.5 < hi <= 4.0 and mean_ci(x, "bca") == (lo, hi)  # seeded
+    assert mean_ci(x, "percentile") == bootstrap_ci(x)
+    assert mean_ci([2.0, 2.0], "bca") == (2.0, 2.0) and mean_ci([1.0], "t") is None
+    with pytest.raises(ValueError, match="method must be one of"):
+        mean_ci(x, "normal")
 
 
 def test_result_from_samples():

@@ -84,7 +84,7 @@ def test_scene_weighting_with_unequal_frame_counts_and_errors():
 
 def test_mini_tagger_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "vqbench.mini.assets", None)
-    m = SceneConsistency()
+    m = SceneConsistency(tagger="mini")
     with pytest.raises(RuntimeError, match="load_tagger"):
         m.update([_video(2)], [SampleContext("p", "a", 0, scene="desert")])
 
@@ -98,8 +98,25 @@ def test_mini_tagger_adapter_with_the_real_tagger_class(tmp_path, monkeypatch):
     fake.ASSETS = tmp_path
     fake.load_tagger = lambda: FrameTagger(width=8).eval()
     monkeypatch.setitem(sys.modules, "vqbench.mini.assets", fake)
-    m = SceneConsistency(frames=4)
+    m = SceneConsistency(tagger="mini", frames=4)
     m.update([_video(6)], [SampleContext("p", "a", 0, scene="desert")])
     r = m.compute()
     assert m.counts == [4] and 0.0 <= r.value <= 100.0
     assert r.params["tagger"] == "mini" and r.params["tagger_sha256"] is None
+
+
+def test_default_tagger_is_tag2text_and_refuses_without_its_weights(tmp_path, monkeypatch):
+    """A real model's run must not fall back to the mini tagger (a Latte run scored 0)."""
+    monkeypatch.setenv("VQBENCH_CACHE_DIR", str(tmp_path / "a"))
+    monkeypatch.setenv("VBENCH_CACHE_DIR", str(tmp_path / "b"))
+    m = SceneConsistency()
+    assert m.params()["tagger"] == "tag2text"
+    with pytest.raises(FileNotFoundError, match=r"tag2text_swin_14m\.pth not found.*huggingface"):
+        m.update([_video(2)], [SampleContext("p", "a", 0, scene="desert")])
+    problems = SceneConsistency.preflight({}, frames=16, height=64, width=64, device="cpu")
+    assert any("tag2text_swin_14m.pth" in p for p in problems)
+    assert any("vocab.txt" in p for p in problems)
+    assert (
+        SceneConsistency.preflight({"tagger": "mini"}, frames=16, height=64, width=64, device="cpu")
+        == []
+    )

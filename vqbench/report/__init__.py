@@ -1,8 +1,10 @@
-"""Reports over run records: leaderboard (markdown, CSV, HTML) and matplotlib plots.
+"""Reports over run records: leaderboard (markdown, CSV, HTML), matplotlib plots, and
+paper tables (:mod:`vqbench.report.export`: LaTeX, CSV, markdown).
 
 ``write_report(results_dir, out_dir)`` writes ``leaderboard.md``, ``leaderboard.csv``,
-``index.html`` and ``plots/<group>/*.png`` (bit-width vs quality, quality vs latency and
-memory with the Pareto front, FP-vs-quantized frame strips).
+``index.html`` and ``plots/<group>/*.png`` (bit-width vs quality, quality vs memory and
+latency with the Pareto front, FP-vs-quantized frame strips with difference rows). Failed
+settings appear with their reason and no numbers.
 """
 
 from __future__ import annotations
@@ -10,17 +12,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from vqbench.records import RunRecord
+from vqbench.report.display import FAKE_LATENCY_NOTE, display_frame, metric_order
 from vqbench.report.tables import (
-    display_frame,
+    _markdown,
+    check_set_sizes,
     groups,
     leaderboard,
+    load_record,
     markdown_table,
     matches,
-    metric_names,
     paired_table,
+    record_status,
     select,
 )
 from vqbench.store import atomic_write_text
@@ -42,7 +48,7 @@ def load_records(root: str | Path) -> list[tuple[RunRecord, Path]]:
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"results dir not found: {root}")
-    pairs = [(RunRecord.load(p), p.parent) for p in sorted(root.rglob("run.json"))]
+    pairs = [(load_record(p), p.parent) for p in sorted(root.rglob("run.json"))]
     return sorted(pairs, key=lambda rp: rp[0].run_id)
 
 
@@ -52,60 +58,120 @@ def _strip_order(r: RunRecord) -> tuple:
     return (bool(q), q.get("name", ""), -q.get("w_bits", 16), -q.get("a_bits", 16), r.label)
 
 
+def _csv_frame(path: Path) -> pd.DataFrame:
+    """A leaderboard frame from a ``leaderboard.csv`` (older files lack some columns)."""
+    df = pd.read_csv(path)
+    for col, default in (("status", "ok"), ("error", None), ("dtype", None)):
+        if col not in df.columns:
+            df[col] = default
+    df["status"] = df["status"].fillna("ok")
+    return df
+
+
+def _plots(sub: pd.DataFrame, plot_dir: Path) -> list[tuple[Path, str]]:
+    """Every plot of a group in reading order: metrics by how well they separate the
+    settings (saturated ones last, marked), per metric bits, memory, then latency."""
+    from vqbench.report import plots
+
+    made: list[tuple[Path, str]] = []
+    ok = sub[sub["status"].fillna("ok") == "ok"]
+    for rank, (m, sat) in enumerate(metric_order(ok), start=1):
+        name = plots._safe(m)
+        tag = f"{rank}. {m}" + (" (saturated)" if sat else "")
+        quant = ok[ok["method"] != "fp"]
+        if len(quant) and quant[m].notna().any():
+            path = plots.bits_vs_quality(ok, m, plot_dir / f"bits_{name}.png", sat)
+            made.append((path, f"{tag} vs bit-width"))
+        for cost in ("memory", "latency"):
+            p = plots.quality_vs_cost(ok, m, cost, plot_dir / f"{cost}_{name}.png", sat)
+            if p is not None:
+                made.append((p, f"{tag} vs {cost}"))
+    return made
+
+
+def _group_notes(sub: pd.DataFrame) -> list[str]:
+    notes = []
+    if (sub["kernel"] == "fake").any():
+        notes.append(
+            f"† fake-quantized kernels: their step latency is {FAKE_LATENCY_NOTE}; latency "
+            "plots use real-kernel timings only"
+            + ("" if (sub["kernel"] == "real").any() else " (none here: they are watermarked)")
+            + "."
+        )
+    notes.append(
+        "weights (MiB): the packed storage of 'weight storage' (6-bit weights occupy int8, "
+        "3-bit weights 4-bit slots packed two per byte), so W6 and W8 weigh the same."
+    )
+    return notes
+
+
 def write_report(
     results_dir: str | Path,
     out_dir: str | Path,
     strips: int = 4,
     quiet: bool = False,
     settings: list[str] | None = None,
+    allow_different_n: bool = False,
 ) -> dict[str, Path]:
     """Write the full report of ``results_dir`` into ``out_dir``; returns the main files.
 
+    ``results_dir``: a directory of run records, or a ``leaderboard.csv`` written by an
+    earlier report (tables and plots only: no frame strips, no records to describe groups).
     ``settings``: fnmatch patterns of setting labels to keep (default: every record).
+    ``allow_different_n``: show set-level metrics (FVD) computed at different N side by side
+    instead of refusing.
     """
     from vqbench.report import html, plots
 
     out = Path(out_dir)
-    pairs = [(r, d) for r, d in load_records(results_dir) if matches(r.label, settings)]
-    records = [r for r, _ in pairs]
-    dirs = {r.run_id: d for r, d in pairs}
-    df = leaderboard(records)
+    src = Path(results_dir)
+    if src.suffix == ".csv":
+        df = _csv_frame(src)
+        df = df[[matches(str(s), settings) for s in df["setting"]]].reset_index(drop=True)
+        records, dirs = [], {}
+        desc = f"(from {src.name}: no run records, so no frame strips)"
+        grouped = {k: (desc, []) for k in df["group"].unique()}
+        md = "\n\n".join(
+            f"### group {k}\n\n{desc}\n\n{_markdown(display_frame(df[df['group'] == k]))}"
+            for k in grouped
+        )
+    else:
+        pairs = [(r, d) for r, d in load_records(src) if matches(r.label, settings)]
+        records = [r for r, _ in pairs]
+        dirs = {r.run_id: d for r, d in pairs}
+        df = leaderboard(records)
+        grouped = groups(records)
+        md = markdown_table(records, allow_different_n)
+    check_set_sizes(df, allow_different_n)
     files = {
-        "markdown": atomic_write_text(out / "leaderboard.md", markdown_table(records) + "\n"),
+        "markdown": atomic_write_text(out / "leaderboard.md", md + "\n"),
         "csv": atomic_write_text(out / "leaderboard.csv", df.to_csv(index=False)),
     }
     sections = []
-    grouped = groups(records)
     for key, (desc, recs) in tqdm(grouped.items(), desc="report", disable=quiet, unit="group"):
         sub = df[df["group"] == key]
-        plot_dir = out / "plots" / key
-        made: list[Path] = []
-        for m in [m for m in metric_names(sub) if sub[m].notna().any()]:
-            name = plots._safe(m)
-            if (sub["method"] != "fp").any() and sub.loc[sub["method"] != "fp", m].notna().any():
-                made.append(plots.bits_vs_quality(sub, m, plot_dir / f"bits_{name}.png"))
-            for cost in plots.COSTS:
-                p = plots.quality_vs_cost(sub, m, cost, plot_dir / f"{cost}_{name}.png")
-                if p is not None:
-                    made.append(p)
-        ordered = sorted(recs, key=_strip_order)
-        settings = [(r.label, dirs[r.run_id]) for r in ordered]
+        plot_dir = out / "plots" / str(key)
+        ordered = sorted((r for r in recs if record_status(r)[0] == "ok"), key=_strip_order)
         strip_paths = []
         if strips and ordered and ordered[0].quantizer is None:
-            strip_paths = plots.strips_for_group(settings, plot_dir, max_prompts=strips)
+            chosen = [(r.label, dirs[r.run_id]) for r in ordered]
+            strip_paths = plots.strips_for_group(chosen, plot_dir, max_prompts=strips)
         sections.append(
             {
-                "key": key,
+                "key": str(key),
                 "description": desc,
                 "table": display_frame(sub),
-                "plots": made,
+                "plots": _plots(sub, plot_dir),
                 "strips": strip_paths,
+                "notes": _group_notes(sub),
             }
         )
     notes = [
-        f"{len(records)} run records from {results_dir}; records are compared only within a "
-        "group (same model, generation spec, prompts and seeds; one column per metric version).",
-        "Brackets hold 95% confidence intervals. Quality numbers name their detector in the "
+        f"{len(df)} settings from {results_dir}; settings are compared only within a group "
+        "(same model, generation spec, prompts and seeds; one column per metric version).",
+        "Brackets hold 95% confidence intervals. Metrics are ordered by how far apart they "
+        "put the settings relative to their CIs; '(saturated)' marks a metric under which no "
+        "setting's CI clears the others'. Quality numbers name their detector in the "
         "record's metric params: mini-world detectors are not the papers' detectors.",
     ]
     page = html.render("vqbench leaderboard", sections, out, notes)

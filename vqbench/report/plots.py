@@ -1,4 +1,11 @@
-"""Report plots (matplotlib, Agg): bit-width vs quality, Pareto fronts, FP-vs-quantized strips."""
+"""Report plots (matplotlib, Agg): bit-width vs quality, Pareto fronts, FP-vs-quantized strips.
+
+Latency plots use real-kernel timings only (plus FP); with none, every point is a fake-kernel
+timing and the plot is watermarked "fake quantization overhead, not speed". Point labels are
+placed where they overlap no other label (the FP point and the Pareto front are labelled;
+the rest are told apart by the legend's colours). Frame strips show each quantized setting's
+frames with an amplified ``|quantized - FP|`` row below them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from vqbench.report.display import FAKE_LATENCY_NOTE  # noqa: E402
 from vqbench.video import read_video  # noqa: E402
+
+DIFF_GAIN = 4
+"""Amplification of the ``|quantized - FP|`` rows of the frame strips."""
 
 COSTS = {  # cost axis -> (leaderboard column, axis label, scale)
     "latency": ("step_p50_ms", "denoiser step p50 (ms)", 1.0),
@@ -32,7 +43,11 @@ def _yerr(sub: pd.DataFrame, m: str) -> np.ndarray | None:
     return np.vstack([(v - lo).clip(lower=0).fillna(0), (hi - v).clip(lower=0).fillna(0)])
 
 
-def bits_vs_quality(df: pd.DataFrame, metric: str, path: Path) -> Path:
+def _title(text: str, saturated: bool) -> str:
+    return text + ("  [saturated: no setting's CI clears the others']" if saturated else "")
+
+
+def bits_vs_quality(df: pd.DataFrame, metric: str, path: Path, saturated: bool = False) -> Path:
     """One line per method over bit settings (most bits first), CI error bars, FP dashed."""
     q = df[(df["method"] != "fp") & df[metric].notna()]
     settings = (
@@ -58,9 +73,9 @@ def bits_vs_quality(df: pd.DataFrame, metric: str, path: Path) -> Path:
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel("bit setting")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs bit-width")
+    ax.set_title(_title(f"{metric} vs bit-width", saturated), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
 
 
@@ -76,28 +91,89 @@ def pareto_front(cost: np.ndarray, quality: np.ndarray, higher_is_better: bool) 
     return np.asarray(front, dtype=int)
 
 
-def quality_vs_cost(df: pd.DataFrame, metric: str, cost: str, path: Path) -> Path | None:
-    """Scatter of ``metric`` against a cost axis with the Pareto front; None without data."""
+def latency_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """Rows a latency plot may use and whether they are fake-kernel timings: FP plus the
+    real-kernel settings, or (with no real-kernel setting) all rows, flagged fake."""
+    real = df["kernel"] == "real"
+    if real.any():
+        return df[real | (df["method"] == "fp")], False
+    return df, bool((df["kernel"] == "fake").any())
+
+
+def place_labels(ax: plt.Axes, points: list[tuple[float, float, str]], fontsize: int = 7) -> int:
+    """Annotate ``points`` at the first of several offsets whose text box overlaps no
+    earlier label and stays in the axes; a point with no free offset is left unlabelled.
+    Returns the number of labels placed."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    offsets = [(4, 4), (4, -10), (-4, 4), (-4, -10), (8, 12), (8, -18), (-8, 12), (-8, -18)]
+    boxes: list = []
+    for x, y, text in points:
+        for dx, dy in offsets:
+            ann = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=fontsize,
+                ha="left" if dx > 0 else "right",
+            )
+            box = ann.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0
+            if inside and box.y1 <= frame.y1 and not any(box.overlaps(b) for b in boxes):
+                boxes.append(box)
+                break
+            ann.remove()
+    return len(boxes)
+
+
+def quality_vs_cost(
+    df: pd.DataFrame, metric: str, cost: str, path: Path, saturated: bool = False
+) -> Path | None:
+    """Scatter of ``metric`` against a cost axis with the Pareto front; None without data.
+
+    Latency: see :func:`latency_rows` (fake-kernel timings are watermarked)."""
     col, label, scale = COSTS[cost]
+    fake = False
+    if cost == "latency":
+        df, fake = latency_rows(df)
     sub = df[df[metric].notna() & df[col].notna()]
     if sub.empty:
         return None
-    hib = bool(sub[f"{metric}_higher_is_better"].iloc[0])
+    hib = bool(sub[f"{metric}_higher_is_better"].astype(str).eq("True").iloc[0])
     x = sub[col].astype(float).to_numpy() * scale
     y = sub[metric].astype(float).to_numpy()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method in sorted(sub["method"].unique()):
         mask = (sub["method"] == method).to_numpy()
-        ax.scatter(x[mask], y[mask], label=method, zorder=3)
-    for xi, yi, lab in zip(x, y, sub["setting"], strict=True):
-        ax.annotate(lab, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.scatter(x[mask], y[mask], label=method, zorder=3, s=18)
     front = pareto_front(x, y, hib)
     ax.plot(x[front], y[front], "k--", lw=1, label="Pareto front", zorder=2)
-    ax.set_xlabel(label)
+    ax.set_xlabel(label + (" (fake-quantized kernels)" if fake else ""))
     ax.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
-    ax.set_title(f"{metric} vs {cost}")
+    ax.set_title(_title(f"{metric} vs {cost}", saturated), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
+    if fake:
+        ax.text(
+            0.5,
+            0.5,
+            FAKE_LATENCY_NOTE,
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            rotation=20,
+            fontsize=17,
+            color="red",
+            alpha=0.35,
+            zorder=5,
+        )
+    fig.tight_layout()
+    labels = sub["setting"].to_numpy()
+    fp = np.flatnonzero((sub["method"] == "fp").to_numpy())
+    chosen = list(dict.fromkeys([*fp.tolist(), *front.tolist()]))
+    place_labels(ax, [(x[i], y[i], str(labels[i])) for i in chosen])
     return _save(fig, path)
 
 
@@ -112,27 +188,39 @@ def _samples(record_dir: Path) -> dict[tuple[str, int], dict]:
 def frame_strip(
     settings: list[tuple[str, Path]], key: tuple[str, int], path: Path, frames: int = 4
 ) -> Path | None:
-    """Rows FP and each quantized setting, ``frames`` evenly spaced frames of one sample."""
-    rows, names, prompt = [], [], ""
+    """FP's frames, then for each quantized setting its frames and an amplified
+    ``|quantized - FP|`` row (x ``DIFF_GAIN``), ``frames`` evenly spaced frames of one sample.
+
+    ``settings[0]`` is FP."""
+    rows: list[tuple[str, np.ndarray]] = []
+    prompt, fp_frames = "", None
     for label, record_dir in settings:
         row = _samples(record_dir).get(key)
         video = record_dir / "videos" / row["video"] if row else None
         if video is None or not video.is_file():
             continue
         prompt = row["prompt"]
-        v = read_video(video, num_frames=frames)
-        rows.append(np.concatenate(list(v.frames), axis=1))
-        names.append(label)
+        v = read_video(video, num_frames=frames).frames
+        rows.append((label, np.concatenate(list(v), axis=1)))
+        if label == settings[0][0]:
+            fp_frames = v
+        elif fp_frames is not None and v.shape == fp_frames.shape:
+            diff = np.abs(v.astype(np.int16) - fp_frames.astype(np.int16)) * DIFF_GAIN
+            mad = float(np.abs(v.astype(np.int16) - fp_frames.astype(np.int16)).mean())
+            strip = np.concatenate(list(np.clip(diff, 0, 255).astype(np.uint8)), axis=1)
+            rows.append((f"|{label} - FP| x{DIFF_GAIN} (mean {mad:.1f}/255)", strip))
     if len(rows) < 2:
         return None
-    h = max(r.shape[0] for r in rows)
-    w = max(r.shape[1] for r in rows)
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.6 * frames, 1.6 * len(rows) * h / w * frames))
-    for ax, img, name in zip(np.atleast_1d(axes), rows, names, strict=True):
+    h = max(r.shape[0] for _, r in rows)
+    w = max(r.shape[1] for _, r in rows)
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(1.6 * frames, (1.6 * h / w * frames + 0.25) * len(rows))
+    )
+    for ax, (name, img) in zip(np.atleast_1d(axes), rows, strict=True):
         ax.imshow(img)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(name, fontsize=8, loc="left")
+        ax.set_title(name, fontsize=7, loc="left")
     fig.suptitle(f"{key[0]} (seed {key[1]}): {prompt[:80]}", fontsize=8)
     return _save(fig, path)
 

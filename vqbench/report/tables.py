@@ -8,16 +8,33 @@ differs between records gets one column per version (``name@v<version>``).
 from __future__ import annotations
 
 import fnmatch
-import math
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from vqbench.config import ConfigError, config_hash
 from vqbench.records import RunRecord
+from vqbench.report.display import DTYPE_BITS, display_frame, dtype_name, metric_names
+from vqbench.report.display import fmt as _fmt
+from vqbench.stats import PairedDelta, paired_deltas
 
 #: identity columns of a leaderboard row, in display order
-ID_COLUMNS = ["group", "model", "run", "setting", "method", "kernel", "w_bits", "a_bits"]
+ID_COLUMNS = [
+    "group",
+    "model",
+    "run",
+    "setting",
+    "status",
+    "error",
+    "method",
+    "kernel",
+    "dtype",
+    "w_bits",
+    "a_bits",
+]
 #: efficiency columns of a leaderboard row, in display order
 EFF_COLUMNS = [
     "eff_w_bits",
@@ -28,6 +45,31 @@ EFF_COLUMNS = [
     "compression",
     "peak_memory_bytes",
 ]
+
+
+def load_record(path: str | Path) -> RunRecord:
+    """``RunRecord.load`` that keeps ``status`` and ``error`` even where the record class
+    predates them (records without a ``status`` are ``"ok"``)."""
+    rec = RunRecord.load(path)
+    if not hasattr(rec, "status"):
+        d = json.loads(Path(path).read_text())
+        rec.status, rec.error = d.get("status", "ok"), d.get("error")  # type: ignore[attr-defined]
+    return rec
+
+
+def record_status(r: RunRecord) -> tuple[str, str | None]:
+    """``(status, error)`` of a record; ``("ok", None)`` for records without a status."""
+    return str(getattr(r, "status", "ok") or "ok"), getattr(r, "error", None)
+
+
+def set_size(m: dict[str, Any]) -> str | None:
+    """The set sizes of a set-level statistic (no per-sample values, e.g. FVD): ``"N"`` or
+    ``"N/N_reference"``; None for per-sample means. Such values depend on N and compare only
+    at equal sizes."""
+    if m.get("per_sample") or m.get("n") is None:
+        return None
+    n_ref = (m.get("params") or {}).get("n_reference")
+    return f"{int(m['n'])}" if n_ref is None else f"{int(m['n'])}/{int(n_ref)}"
 
 
 def group_key(r: RunRecord) -> str:
@@ -81,17 +123,22 @@ def record_row(r: RunRecord, columns: dict[tuple[str, str], str]) -> dict[str, A
     eff_bits = q.get("effective_bits") or {}
     eff = r.efficiency
     lat = eff.get("latency") or {}
+    status, error = record_status(r)
+    fp_bits = DTYPE_BITS.get(dtype_name(r.model.get("dtype")), 16)
     row: dict[str, Any] = {
         "group": group_key(r),
         "model": r.model.get("name") or r.model.get("id"),
         "run": r.run_id.split("/")[0],
         "setting": r.label,
+        "status": status,
+        "error": error,
         "method": q.get("name", "fp"),
         "kernel": q.get("kernel", "fp"),
-        "w_bits": q.get("w_bits", 16),
-        "a_bits": q.get("a_bits", 16),
-        "eff_w_bits": eff_bits.get("w_bits", 16.0),
-        "eff_a_bits": eff_bits.get("a_bits", 16.0),
+        "dtype": r.model.get("dtype"),
+        "w_bits": q.get("w_bits", fp_bits),
+        "a_bits": q.get("a_bits", fp_bits),
+        "eff_w_bits": eff_bits.get("w_bits", float(fp_bits)),
+        "eff_a_bits": eff_bits.get("a_bits", float(fp_bits)),
         "step_p50_ms": lat["step"]["p50"] * 1e3 if "step" in lat else None,
         "e2e_p50_s": lat["end_to_end"]["p50"] if "end_to_end" in lat else None,
         "weight_bytes": eff.get("weight_bytes"),
@@ -105,6 +152,7 @@ def record_row(r: RunRecord, columns: dict[tuple[str, str], str]) -> dict[str, A
         row[f"{col}_ci_lo"], row[f"{col}_ci_hi"] = ci[0], ci[1]
         row[f"{col}_version"] = str(m["version"])
         row[f"{col}_higher_is_better"] = bool(m.get("higher_is_better", True))
+        row[f"{col}_set_n"] = set_size(m)
     return row
 
 
@@ -123,11 +171,6 @@ def leaderboard(records: list[RunRecord]) -> pd.DataFrame:
     return df.drop(columns="_fp").reset_index(drop=True)
 
 
-def metric_names(df: pd.DataFrame) -> list[str]:
-    """Metric value columns of a leaderboard frame."""
-    return [c[: -len("_version")] for c in df.columns if c.endswith("_version")]
-
-
 def groups(records: list[RunRecord]) -> dict[str, tuple[str, list[RunRecord]]]:
     """``group key -> (description, records)`` in first-seen order."""
     out: dict[str, tuple[str, list[RunRecord]]] = {}
@@ -137,39 +180,23 @@ def groups(records: list[RunRecord]) -> dict[str, tuple[str, list[RunRecord]]]:
     return out
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
-def display_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Formatted strings for humans: ``value [lo, hi]`` per metric, MiB for bytes."""
-    metrics = [m for m in metric_names(df) if df[m].notna().any()]
-    out = pd.DataFrame(
-        {
-            "setting": df["setting"],
-            "kernel": df["kernel"],
-            "W/A bits": [f"{w}/{a}" for w, a in zip(df["w_bits"], df["a_bits"], strict=True)],
-            "eff. W/A bits": [
-                f"{w:.2f}/{a:.2f}" for w, a in zip(df["eff_w_bits"], df["eff_a_bits"], strict=True)
-            ],
-        }
-    )
-    for m in metrics:
-        arrow = "↑" if df[f"{m}_higher_is_better"].dropna().all() else "↓"
-        cells = []
-        for v, lo, hi in zip(df[m], df[f"{m}_ci_lo"], df[f"{m}_ci_hi"], strict=True):
-            ci = f" [{_fmt(lo)}, {_fmt(hi)}]" if _fmt(lo) != "-" else ""
-            cells.append(_fmt(v) + ci if _fmt(v) != "-" else "-")
-        out[f"{m} {arrow}"] = cells
-    out["step p50 (ms)"] = [_fmt(v, 3) for v in df["step_p50_ms"]]
-    out["weights (MiB)"] = [
-        _fmt(v / 2**20, 3) if v is not None and v == v else "-" for v in df["weight_bytes"]
-    ]
-    return out.reset_index(drop=True)
+def check_set_sizes(df: pd.DataFrame, allow_different_n: bool = False) -> None:
+    """``ConfigError`` when a set-level metric (FVD) of one group was computed at different
+    set sizes N: its values are not comparable (FVD's small-N bias differs). ``allow_different_n``
+    turns the refusal off."""
+    if allow_different_n or df.empty:
+        return
+    for m in metric_names(df):
+        col = f"{m}_set_n"
+        if col not in df.columns:
+            continue
+        for key, sub in df.groupby("group", sort=False):
+            sizes = sorted({str(v) for v in sub[col] if v is not None and v == v and v != ""})
+            if len(sizes) > 1:
+                raise ConfigError(
+                    f"{m}: group {key} holds values computed at N = {', '.join(sizes)}, which do "
+                    "not compare (pass --allow-different-n to show them side by side)"
+                )
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -180,11 +207,12 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(records: list[RunRecord]) -> str:
+def markdown_table(records: list[RunRecord], allow_different_n: bool = False) -> str:
     """Markdown leaderboard: one table per comparability group, CIs in brackets."""
     if not records:
         return "(no run records)"
     df = leaderboard(records)
+    check_set_sizes(df, allow_different_n)
     parts = []
     for key, (desc, _) in groups(records).items():
         sub = df[df["group"] == key]
@@ -202,44 +230,79 @@ def select(records: list[RunRecord], patterns: list[str] | None) -> list[RunReco
     return [r for r in records if matches(r.label, patterns)]
 
 
-def paired_table(records: list[RunRecord], reference: str) -> str:
-    """Markdown tables of paired per-sample differences ``setting - reference`` with bootstrap
-    95% CIs, per comparability group that holds ``reference``.
+@dataclass
+class PairedGroup:
+    """Paired deltas of one comparability group against its ``reference`` setting."""
 
-    Only per-sample metrics pair (set-level ones such as FVD have no per-sample values); a
-    bold cell's CI excludes 0. Raises ``ConfigError`` when no group has ``reference``.
-    """
-    from metrics.stats import paired_deltas
+    key: str
+    description: str
+    reference: str
+    metrics: list[str]
+    higher_is_better: dict[str, bool]
+    rows: list[tuple[str, dict[str, PairedDelta | None], str | None]]  # label, cells, failure
 
-    parts = []
+
+def paired_groups(records: list[RunRecord], reference: str) -> list[PairedGroup]:
+    """Per group holding ``reference``: each other setting's paired per-sample deltas
+    ``setting - reference`` (``vqbench.stats.paired_deltas``, t-interval). Only per-sample
+    metrics pair (set-level ones such as FVD have none). ``ConfigError`` if no group has it."""
+    out = []
     for key, (desc, recs) in groups(records).items():
-        ref = next((r for r in recs if r.label == reference), None)
+        ref = next((r for r in recs if r.label == reference and record_status(r)[0] == "ok"), None)
         if ref is None:
             continue
         names = [n for n, m in ref.metrics.items() if m.get("per_sample")]
-        lines = [
-            "| setting | " + " | ".join(f"Δ{n} {_arrow(ref, n)}" for n in names) + " |",
-            "|" + "---|" * (len(names) + 1),
-        ]
+        hib = {n: bool(ref.metrics[n].get("higher_is_better", True)) for n in names}
+        rows = []
         for r in sorted(recs, key=lambda r: r.label):
             if r is ref:
                 continue
-            cells = []
+            status, error = record_status(r)
+            if status != "ok":
+                rows.append((r.label, dict.fromkeys(names), error or "no reason given"))
+                continue
+            cells: dict[str, PairedDelta | None] = {}
             for n in names:
                 a, b = (r.metrics.get(n) or {}).get("per_sample"), ref.metrics[n]["per_sample"]
-                if not a or len(a) != len(b):
-                    cells.append("-")
-                    continue
-                d = paired_deltas(dict(enumerate(a)), dict(enumerate(b)))
-                text = f"{_fmt(d.mean, 3)} [{_fmt(d.ci[0], 3)}, {_fmt(d.ci[1], 3)}]"
-                cells.append(f"**{text}**" if d.ci[0] > 0 or d.ci[1] < 0 else text)
-            lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
-        head = f"### group {key}: paired Δ against {reference}\n\n{desc}\n\n"
-        parts.append(head + "\n".join(lines))
-    if not parts:
+                ok = a and len(a) == len(b)
+                cells[n] = paired_deltas(dict(enumerate(a)), dict(enumerate(b))) if ok else None
+            rows.append((r.label, cells, None))
+        out.append(PairedGroup(key, desc, reference, names, hib, rows))
+    if not out:
         raise ConfigError(f"--paired: no comparability group holds a setting {reference!r}")
+    return out
+
+
+def resolved(d: PairedDelta | None) -> bool:
+    """Whether a paired delta's CI excludes 0."""
+    return d is not None and d.ci is not None and (d.ci[0] > 0 or d.ci[1] < 0)
+
+
+def paired_table(records: list[RunRecord], reference: str) -> str:
+    """Markdown tables of paired per-sample differences ``setting - reference`` with 95% CIs
+    (t-interval), per comparability group that holds ``reference``; a bold cell's CI
+    excludes 0. Raises ``ConfigError`` when no group has ``reference``."""
+    parts = []
+    for g in paired_groups(records, reference):
+        arrows = {n: "↑" if g.higher_is_better[n] else "↓" for n in g.metrics}
+        lines = [
+            "| setting | " + " | ".join(f"Δ{n} {arrows[n]}" for n in g.metrics) + " |",
+            "|" + "---|" * (len(g.metrics) + 1),
+        ]
+        for label, cells, failure in g.rows:
+            if failure is not None:
+                lines.append(f"| {label} | failed: {failure} |" + " |" * (len(g.metrics) - 1))
+                continue
+            texts = []
+            for n in g.metrics:
+                d = cells[n]
+                if d is None:
+                    texts.append("-")
+                    continue
+                ci = f" [{_fmt(d.ci[0], 3)}, {_fmt(d.ci[1], 3)}]" if d.ci else ""
+                text = f"{_fmt(d.mean, 3)}{ci}"
+                texts.append(f"**{text}**" if resolved(d) else text)
+            lines.append(f"| {label} | " + " | ".join(texts) + " |")
+        head = f"### group {g.key}: paired Δ against {reference}\n\n{g.description}\n\n"
+        parts.append(head + "\n".join(lines))
     return "\n\n".join(parts)
-
-
-def _arrow(r: RunRecord, name: str) -> str:
-    return "↑" if r.metrics[name].get("higher_is_better", True) else "↓"

@@ -1,7 +1,9 @@
-"""Statistics shared by all metrics: bootstrap CIs, paired per-prompt deltas, result helpers.
+"""Statistics shared by metrics and reports: bootstrap CIs and paired per-prompt deltas.
 
+A leaf module (numpy and scipy only): ``metrics`` and ``vqbench.report`` both import it.
 Every bootstrap uses a fixed seed (``DEFAULT_SEED``), so the same per-sample values always give
-the same interval.
+the same interval. ``benchmarks/ci_coverage.py`` measures the coverage of these intervals
+(table in metrics/README.md).
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from vqbench.types import MetricResult
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
@@ -83,22 +83,76 @@ def bootstrap_statistic_ci(
     return float(lo - bias), float(hi - bias)
 
 
+PAIRED_METHODS = ("t", "bca", "percentile")
+DEFAULT_PAIRED_METHOD = "t"
+
+
 @dataclass
 class PairedDelta:
-    """Per-key deltas ``quant - fp`` with their mean and bootstrap CI."""
+    """Per-key deltas ``quant - fp`` with their mean and 95% CI (``method`` names how)."""
 
     mean: float
     n: int
     ci: tuple[float, float] | None
     deltas: dict[str, float] = field(default_factory=dict)
+    method: str = DEFAULT_PAIRED_METHOD
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "mean": self.mean,
             "n": self.n,
             "ci": list(self.ci) if self.ci is not None else None,
+            "method": self.method,
             "deltas": dict(self.deltas),
         }
+
+
+def mean_ci(
+    values: Sequence[float] | np.ndarray,
+    method: str = DEFAULT_PAIRED_METHOD,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    level: float = CI_LEVEL,
+) -> tuple[float, float] | None:
+    """Interval of the mean of ``values`` by ``method``.
+
+    - ``t``: Student-t interval ``mean -/+ t_{n-1} s / sqrt(n)`` (exact for normal deltas;
+      the best coverage at n <= 10 in ``benchmarks/ci_coverage.py``);
+    - ``bca``: bias-corrected and accelerated bootstrap (``scipy.stats.bootstrap``);
+    - ``percentile``: :func:`bootstrap_ci`.
+
+    ``None`` for fewer than 2 values, ``(v, v)`` when all are equal.
+    """
+    if method not in PAIRED_METHODS:
+        raise ValueError(f"method must be one of {PAIRED_METHODS}, got {method!r}")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size < 2:
+        return None
+    if not np.all(np.isfinite(x)):
+        raise ValueError("mean_ci: values contain NaN or inf")
+    if np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    if method == "percentile":
+        return bootstrap_ci(x, n_resamples, seed, level)
+    if method == "t":
+        from scipy import stats as st
+
+        half = st.t.ppf(0.5 + level / 2.0, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+        return float(x.mean() - half), float(x.mean() + half)
+    from scipy import stats as st
+
+    res = st.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="BCa",
+        random_state=np.random.default_rng(seed),
+    )
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # BCa undefined (e.g. n = 2)
+        return bootstrap_ci(x, n_resamples, seed, level)
+    return lo, hi
 
 
 def paired_deltas(
@@ -106,8 +160,9 @@ def paired_deltas(
     fp: Mapping[str, float],
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    method: str = DEFAULT_PAIRED_METHOD,
 ) -> PairedDelta:
-    """Paired per-prompt deltas of a quantized setting against FP.
+    """Paired per-prompt deltas of a quantized setting against FP, with a :func:`mean_ci`.
 
     ``quant`` and ``fp`` map a sample key (e.g. ``"<prompt_id>/<seed>"``) to its per-sample
     value; only keys present in both are paired. Raises ``ValueError`` if none are shared.
@@ -120,45 +175,7 @@ def paired_deltas(
     return PairedDelta(
         mean=float(arr.mean()),
         n=len(keys),
-        ci=bootstrap_ci(arr, n_resamples=n_resamples, seed=seed),
+        ci=mean_ci(arr, method, n_resamples=n_resamples, seed=seed),
         deltas=deltas,
-    )
-
-
-def sample_key(prompt_id: str, seed: int) -> str:
-    """The key that pairs a quantized sample with its FP sample."""
-    return f"{prompt_id}/{seed}"
-
-
-def result_from_samples(
-    name: str,
-    values: Sequence[float],
-    *,
-    version: str,
-    higher_is_better: bool,
-    params: Mapping[str, Any] | None = None,
-    value: float | None = None,
-    scale: float = 1.0,
-) -> MetricResult:
-    """A :class:`MetricResult` whose value is the mean of ``values`` (times ``scale``).
-
-    ``value`` overrides the aggregate (e.g. a frame-weighted mean) while the CI is still the
-    bootstrap CI of the per-sample mean. Raises ``ValueError`` on an empty list.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError(f"{name}: no samples; call update() before compute()")
-    ci = bootstrap_ci(x)
-    agg = float(x.mean()) if value is None else float(value)
-    p = dict(params or {})
-    p.setdefault("ci_method", f"bootstrap_percentile_{DEFAULT_RESAMPLES}_seed{DEFAULT_SEED}")
-    return MetricResult(
-        name=name,
-        value=agg * scale,
-        n=int(x.size),
-        version=version,
-        higher_is_better=higher_is_better,
-        ci=None if ci is None else (ci[0] * scale, ci[1] * scale),
-        per_sample=[float(v) * scale for v in x],
-        params=p,
+        method=method,
     )
