@@ -8,9 +8,9 @@ import json
 import logging
 import sys
 
-from vqbench.config import ConfigError, load_config, to_dict
-from vqbench.records import RecordError
+from vqbench.config import RunConfig, load_config, to_dict
 from vqbench.registry import UnknownNameError
+from vqbench.types import NonFiniteError
 
 
 def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
@@ -24,33 +24,70 @@ def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+#: shorthand flags over config keys (the lm-eval / diffusers habit)
+SHORTHANDS = {
+    "device": "model.device",
+    "dtype": "model.dtype",
+    "limit": "generation.num_prompts",
+    "batch_size": "generation.batch_size",
+}
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", help="YAML run config (defaults are used without one)")
     _add_overrides(p, "quantizers.0.w_bits=4")
+    p.add_argument("--device", help="model.device, e.g. cpu or cuda:0")
+    p.add_argument("--dtype", help="model.dtype: float32 or bfloat16 (float16 on GPUs only)")
+    p.add_argument("--limit", type=int, help="generation.num_prompts: the first N prompts")
+    p.add_argument("--batch-size", type=int, help="generation.batch_size")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _shorthands(args: argparse.Namespace) -> list[str]:
+    """``--set`` assignments of the shorthand flags given."""
+    return [
+        f"{k}={getattr(args, f)}" for f, k in SHORTHANDS.items() if getattr(args, f) is not None
+    ]
+
+
+def _load(args: argparse.Namespace) -> RunConfig:
+    """The run config of ``-c``, ``--set`` and the shorthand flags (which win)."""
+    return load_config(args.config, [*args.overrides, *_shorthands(args)])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Generate FP and quantized videos, compute metrics, write run records."""
     from vqbench.runner import run
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load(args)
     cfg.quiet = cfg.quiet or args.quiet
     records = run(cfg)
     if not records:  # a torchrun rank other than 0: rank 0 reports
         return 0
     for r in records:
         metrics = ", ".join(f"{k}={v['value']:.4g}" for k, v in r.metrics.items())
-        print(f"{r.run_id}: {metrics or 'no metrics'}")
+        print(
+            f"{r.run_id}: {metrics or 'no metrics'}" if r.status == "ok" else f"{r.run_id}: FAILED"
+        )
     print(f"records written under {cfg.output_dir}/{records[0].run_id.split('/')[0]}")
-    return 0
+    failed = [r for r in records if r.status == "failed"]
+    for r in failed:
+        print(f"vqbench: error: {r.label} failed: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Resolve the config and print the plan without loading models."""
+    """Resolve the config, run every pre-run check and print the plan (no model is loaded);
+    exit 2 listing every problem when there are any."""
+    from vqbench.preflight import run_problems
     from vqbench.prompts import load_prompts
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *_shorthands(args)], check=False)
+    problems = run_problems(cfg)
+    if problems:
+        for p in problems:
+            print(f"vqbench: error: {p}", file=sys.stderr)
+        return 2
     gen = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
     plan = {
         "config": to_dict(cfg),
@@ -156,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vqbench``."""
     parser = argparse.ArgumentParser(prog="vqbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug", action="store_true", help="tracebacks instead of one-line errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help=cmd_run.__doc__)
     _add_config_args(p)
@@ -202,15 +242,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors caused by user input or files: one line and exit 2 (ConfigError, RecordError and
+#: UnsafePathError are ValueErrors; a full disk or a read-only directory is an OSError)
+USER_ERRORS = (ValueError, OSError, UnknownNameError)
+
+
+def one_line(e: BaseException) -> str:
+    """The exception's message on one line (whitespace collapsed, at most 600 characters)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one line ``vqbench: error: ...`` and exit 2."""
+    """Entry point. Errors print one line ``vqbench: error: ...``: exit 2 for bad input or
+    files, 1 for a run that failed; ``--debug`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.func(args)
-    except (ConfigError, UnknownNameError, RecordError, FileNotFoundError) as e:
-        print(f"vqbench: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("vqbench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        if isinstance(e, USER_ERRORS):
+            print(f"vqbench: error: {one_line(e)}", file=sys.stderr)
+            return 2
+        hint = "" if isinstance(e, NonFiniteError) else " (rerun with --debug for the traceback)"
+        print(f"vqbench: error: {type(e).__name__}: {one_line(e)}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -113,10 +113,11 @@ def fp_stage(plan: Plan, m: LoadedModel) -> Generated:
     key, cache = m.keys[FP_VIDEOS], m.cache
     with timed(plan.timings, "fp_generation"):
         reset_peak_memory(m.adapter.device)
-        if cache and cache.has(FP_VIDEOS, key):
+        videos = cache.get_videos(key) if cache else None
+        if videos is not None and len(videos) == len(plan.pairs):
             log.info("FP videos from cache entry %s", key)
             meta = cache.meta(FP_VIDEOS, key)
-            return Generated(cache.get_videos(key), meta["generation_seconds"], meta.get("latency"))
+            return Generated(videos, meta["generation_seconds"], meta.get("latency"))
         fp = generate_stage(plan, m, "FP")
         if cache and plan.lead:
             meta = {"generation_seconds": fp.seconds, "config_key": m.ids[FP_VIDEOS]}
@@ -139,9 +140,9 @@ def capture_stage(plan: Plan, m: LoadedModel) -> tuple[CalibrationSet, dict[str,
     description for the records."""
     c, key, cache = plan.cfg.calibration, m.keys[CALIBRATION], m.cache
     with timed(plan.timings, "capture"):
-        if cache and cache.has(CALIBRATION, key):
+        calib = cache.get_calibration(key) if cache else None
+        if calib is not None:
             log.info("calibration set from cache entry %s", key)
-            calib = cache.get_calibration(key)
         else:
             log.info("capturing calibration trajectories on %d prompts", len(plan.calib_prompts))
             calib = m.adapter.capture(
@@ -229,9 +230,10 @@ def _calibrated_state(
 ) -> tuple[Any, bool, float]:
     """``(state, from_cache, calibration seconds)`` of one target: the cached state (with
     the seconds its calibration took) or a fresh calibration."""
-    if m.cache and m.cache.has(QUANT_STATE, key):
+    state = m.cache.get_state(key) if m.cache else None
+    if state is not None:
         log.info("calibration state of %s from cache entry %s", target.name, key)
-        return m.cache.get_state(key), True, m.cache.meta(QUANT_STATE, key)["calibration_seconds"]
+        return state, True, m.cache.meta(QUANT_STATE, key)["calibration_seconds"]
     t0 = time.perf_counter()
     state = quantizer.calibrate(target, rows)
     secs = time.perf_counter() - t0

@@ -31,7 +31,9 @@ from vqbench.config import (
     to_dict,
     validate,
 )
+from vqbench.paths import check_name
 from vqbench.records import RecordError, RunRecord
+from vqbench.types import BITS as SUPPORTED_BITS
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +92,12 @@ def parse_bits(text: str) -> tuple[int, int]:
         w, a = t[1:].split("A")
         if t[0] != "W":
             raise ValueError
-        return int(w), int(a)
-    except ValueError as e:
+        bits = int(w), int(a)
+    except (ValueError, IndexError) as e:
         raise ConfigError(f"bits: expected 'W<w>A<a>' (e.g. W4A8), got {text!r}") from e
+    if not set(bits) <= set(SUPPORTED_BITS):
+        raise ConfigError(f"bits: {text!r} has a width outside {SUPPORTED_BITS}")
+    return bits
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
@@ -128,7 +133,7 @@ def cells(sweep: SweepConfig) -> list[Cell]:
     seen: set[str] = set()
     for i, m in enumerate(sweep.models):
         model = {**to_dict(sweep.base.model), **({"name": m} if isinstance(m, str) else m)}
-        key = model.pop("key", None) or model["name"]
+        key = check_name(str(model.pop("key", None) or model["name"]), f"models[{i}].key")
         if key in seen:
             raise ConfigError(f"models[{i}]: model {key!r} twice; give one a 'key'")
         seen.add(key)
@@ -154,7 +159,20 @@ def cells(sweep: SweepConfig) -> list[Cell]:
             labels.add(q.label)
             spec = replace(base, quantizers=[copy.deepcopy(q)])
             out.append(Cell(key, q.label, validate(spec)))
+    if not any(not c.is_fp for c in out):
+        raise ConfigError("quantizers, bits: no quantizer supports any of the bit settings")
     return out
+
+
+def sweep_problems(grid: list[Cell]) -> list[str]:
+    """Every cell's pre-run problems (:func:`vqbench.preflight.run_problems`), each once."""
+    from vqbench.preflight import run_problems
+
+    out: dict[str, None] = {}
+    for c in grid:
+        for p in run_problems(c.cfg):
+            out.setdefault(f"{c.model}/{c.label}: {p}")
+    return list(out)
 
 
 def is_done(cell: Cell, output_dir: str | Path) -> str:
@@ -228,7 +246,10 @@ def run_sweep(sweep: SweepConfig) -> list[str]:
 
     Raises ``RuntimeError`` naming the failed cells after running all the others.
     """
+    from vqbench.preflight import raise_problems
+
     grid = cells(sweep)
+    raise_problems(sweep_problems(grid))  # every cell is checked before the first runs
     todo = [c for c in grid if is_done(c, sweep.output_dir) != "done"]
     log.info("%d of %d cells to run", len(todo), len(grid))
     failed: dict[str, str] = {}

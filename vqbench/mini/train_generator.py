@@ -77,7 +77,7 @@ def train(args: argparse.Namespace) -> None:
     step, elapsed = 0, 0.0
     ckpt = out / "ckpt.pt"
     if args.resume and ckpt.exists():
-        s = torch.load(ckpt, weights_only=False)
+        s = torch.load(ckpt, weights_only=True)  # never unpickle a user file
         transformer.load_state_dict(s["transformer"])
         text_encoder.load_state_dict(s["text_encoder"])
         ema_t.load_state_dict(s["ema_transformer"])
