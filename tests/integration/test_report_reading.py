@@ -153,6 +153,13 @@ def test_fvd_at_different_n_is_refused_unless_allowed(tmp_path, capsys):
     assert main(["report", str(root), "--allow-different-n"]) == 0
 
 
+def test_format_with_out_prints_tables_and_writes_the_report(results, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", str(results), "--format", "md", "--out", str(out), "-q"]) == 0
+    assert "| setting | precision |" in capsys.readouterr().out
+    assert (out / "index.html").is_file()
+
+
 def test_export_formats(results, capsys):
     from vqbench.report.tables import load_record
 
