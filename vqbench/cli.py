@@ -114,10 +114,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         from vqbench.report.export import export
 
         print(export(records, args.format, args.paired, args.allow_different_n))
-        return 0
-    if args.out is None:
+    elif args.out is None:
         print(markdown_table(records, args.allow_different_n))
-    else:
+    if args.out is not None:
         files = write_report(
             args.results,
             args.out,
@@ -128,7 +127,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         for kind, path in files.items():
             print(f"{kind}: {path}")
-    if args.paired:
+    if args.paired and not args.format:
         print("\n" + paired_table(records, args.paired))
     return 0
 

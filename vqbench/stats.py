@@ -118,7 +118,8 @@ def mean_ci(
 
     - ``t``: Student-t interval ``mean -/+ t_{n-1} s / sqrt(n)`` (exact for normal deltas;
       the best coverage at n <= 10 in ``benchmarks/ci_coverage.py``);
-    - ``bca``: bias-corrected and accelerated bootstrap (``scipy.stats.bootstrap``);
+    - ``bca``: bias-corrected and accelerated bootstrap (``scipy.stats.bootstrap``; the
+      percentile interval where BCa is undefined);
     - ``percentile``: :func:`bootstrap_ci`.
 
     ``None`` for fewer than 2 values, ``(v, v)`` when all are equal.
@@ -134,13 +135,11 @@ def mean_ci(
         return float(x[0]), float(x[0])
     if method == "percentile":
         return bootstrap_ci(x, n_resamples, seed, level)
-    if method == "t":
-        from scipy import stats as st
-
-        half = st.t.ppf(0.5 + level / 2.0, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-        return float(x.mean() - half), float(x.mean() + half)
     from scipy import stats as st
 
+    if method == "t":
+        half = st.t.ppf(0.5 + level / 2.0, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+        return float(x.mean() - half), float(x.mean() + half)
     res = st.bootstrap(
         (x,),
         np.mean,

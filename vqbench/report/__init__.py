@@ -60,7 +60,9 @@ def _strip_order(r: RunRecord) -> tuple:
 
 def _csv_frame(path: Path) -> pd.DataFrame:
     """A leaderboard frame from a ``leaderboard.csv`` (older files lack some columns)."""
-    df = pd.read_csv(path)
+    head = pd.read_csv(path, nrows=0).columns
+    text_cols = [c for c in head if c.endswith(("_version", "_set_n")) or c in ("group", "error")]
+    df = pd.read_csv(path, dtype=dict.fromkeys(text_cols, str))
     for col, default in (("status", "ok"), ("error", None), ("dtype", None)):
         if col not in df.columns:
             df[col] = default

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from vqbench.report.display import FAKE_LATENCY_NOTE  # noqa: E402
 from vqbench.video import read_video  # noqa: E402
 
-DIFF_GAIN = 4
+DIFF_GAIN = 8
 """Amplification of the ``|quantized - FP|`` rows of the frame strips."""
 
 COSTS = {  # cost axis -> (leaderboard column, axis label, scale)
@@ -185,13 +185,11 @@ def _samples(record_dir: Path) -> dict[tuple[str, int], dict]:
     return {(r["prompt_id"], int(r["seed"])): r for r in rows}
 
 
-def frame_strip(
-    settings: list[tuple[str, Path]], key: tuple[str, int], path: Path, frames: int = 4
-) -> Path | None:
-    """FP's frames, then for each quantized setting its frames and an amplified
-    ``|quantized - FP|`` row (x ``DIFF_GAIN``), ``frames`` evenly spaced frames of one sample.
-
-    ``settings[0]`` is FP."""
+def strip_rows(
+    settings: list[tuple[str, Path]], key: tuple[str, int], frames: int = 4
+) -> tuple[list[tuple[str, np.ndarray]], str]:
+    """Rows of a frame strip and the sample's prompt: FP's frames, then per quantized setting
+    its frames and its ``|quantized - FP|`` x ``DIFF_GAIN`` row. ``settings[0]`` is FP."""
     rows: list[tuple[str, np.ndarray]] = []
     prompt, fp_frames = "", None
     for label, record_dir in settings:
@@ -205,10 +203,18 @@ def frame_strip(
         if label == settings[0][0]:
             fp_frames = v
         elif fp_frames is not None and v.shape == fp_frames.shape:
-            diff = np.abs(v.astype(np.int16) - fp_frames.astype(np.int16)) * DIFF_GAIN
-            mad = float(np.abs(v.astype(np.int16) - fp_frames.astype(np.int16)).mean())
-            strip = np.concatenate(list(np.clip(diff, 0, 255).astype(np.uint8)), axis=1)
-            rows.append((f"|{label} - FP| x{DIFF_GAIN} (mean {mad:.1f}/255)", strip))
+            err = np.abs(v.astype(np.int16) - fp_frames.astype(np.int16))
+            amp = np.clip(err * DIFF_GAIN, 0, 255).astype(np.uint8)
+            name = f"|{label} - FP| x{DIFF_GAIN} (mean {float(err.mean()):.1f}/255)"
+            rows.append((name, np.concatenate(list(amp), axis=1)))
+    return rows, prompt
+
+
+def frame_strip(
+    settings: list[tuple[str, Path]], key: tuple[str, int], path: Path, frames: int = 4
+) -> Path | None:
+    """:func:`strip_rows` of one sample drawn one above the other; None with < 2 rows."""
+    rows, prompt = strip_rows(settings, key, frames)
     if len(rows) < 2:
         return None
     h = max(r.shape[0] for _, r in rows)
