@@ -136,7 +136,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Quality gate: compare results with a baseline; exit 1 on regression."""
     from vqbench.check import run_check
 
-    passed, text = run_check(args.baseline, args.gates, args.results, verbose=args.verbose_table)
+    passed, text = run_check(
+        args.baseline,
+        args.gates,
+        args.results,
+        verbose=args.verbose_table,
+        allow_different_n=args.allow_different_n,
+    )
     print(text)
     return 0 if passed else 1
 
@@ -228,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", required=True, help="run.json, leaderboard.csv or a dir")
     p.add_argument("--gates", required=True, help="YAML gates file")
     p.add_argument("--all", dest="verbose_table", action="store_true", help="show passing rows")
+    p.add_argument(
+        "--allow-different-n", action="store_true", help="compare FVDs computed at different N"
+    )
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("ls", help=cmd_ls.__doc__)
     p.add_argument("what", nargs="?", choices=["models", "quantizers", "metrics", "prompts"])
