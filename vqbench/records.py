@@ -62,9 +62,13 @@ class RunRecord:
     def load(cls, path: str | Path) -> RunRecord:
         p = Path(path)
         try:
-            d = json.loads(p.read_text())
+            d = json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise RecordError(f"{p}: not valid JSON ({e.msg})") from e
+        except UnicodeDecodeError as e:
+            raise RecordError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        except OSError as e:
+            raise RecordError(f"{p}: cannot read ({e.strerror or e})") from e
         try:
             return cls.from_dict(d)
         except RecordError as e:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import pickle
 import time
 from pathlib import Path
 
@@ -77,7 +78,10 @@ def train(args: argparse.Namespace) -> None:
     step, elapsed = 0, 0.0
     ckpt = out / "ckpt.pt"
     if args.resume and ckpt.exists():
-        s = torch.load(ckpt, weights_only=True)  # never unpickle a user file
+        try:
+            s = torch.load(ckpt, weights_only=True)  # never unpickle a user file
+        except pickle.UnpicklingError as e:
+            raise ValueError(f"{ckpt}: not a weights-only checkpoint, refused ({e})") from e
         transformer.load_state_dict(s["transformer"])
         text_encoder.load_state_dict(s["text_encoder"])
         ema_t.load_state_dict(s["ema_transformer"])

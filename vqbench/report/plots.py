@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from vqbench.paths import check_name, under  # noqa: E402
 from vqbench.report.display import FAKE_LATENCY_NOTE  # noqa: E402
 from vqbench.video import read_video  # noqa: E402
 
@@ -178,11 +179,19 @@ def quality_vs_cost(
 
 
 def _samples(record_dir: Path) -> dict[tuple[str, int], dict]:
+    """A record's ``samples.jsonl`` rows by (prompt id, seed); ``ValueError`` naming the file
+    for a malformed file or a video name that is not a plain file name of the record."""
     path = record_dir / "samples.jsonl"
     if not path.is_file():
         return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["prompt_id"], int(r["seed"])): r for r in rows}
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out = {(str(r["prompt_id"]), int(r["seed"])): r for r in rows}
+        for r in rows:
+            check_name(str(r["video"]), f"{path}: video")
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: malformed samples file ({e})") from e
+    return out
 
 
 def strip_rows(
@@ -194,11 +203,14 @@ def strip_rows(
     prompt, fp_frames = "", None
     for label, record_dir in settings:
         row = _samples(record_dir).get(key)
-        video = record_dir / "videos" / row["video"] if row else None
+        video = under(record_dir, "videos", row["video"]) if row else None
         if video is None or not video.is_file():
             continue
         prompt = row["prompt"]
-        v = read_video(video, num_frames=frames).frames
+        try:
+            v = read_video(video, num_frames=frames).frames
+        except Exception as e:  # decord and PyAV raise their own errors on a corrupt file
+            raise ValueError(f"{video}: cannot decode video ({type(e).__name__}: {e})") from e
         rows.append((label, np.concatenate(list(v), axis=1)))
         if label == settings[0][0]:
             fp_frames = v
