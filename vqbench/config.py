@@ -23,6 +23,8 @@ import yaml
 SUPPORTED_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 16)
 KERNEL_MODES: tuple[str, ...] = ("fake", "real")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+OFFLOAD_MODES: tuple[str, ...] = ("none", "model", "sequential")
+STEP_PROGRESS: tuple[str, ...] = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -37,6 +39,10 @@ class ModelSpec:
     path: str | None = None  # local directory or file; None = the adapter's default
     dtype: str = "float32"
     device: str = "cpu"
+    offload: str = "none"  # none | model | sequential (diffusers CPU offload; GPU only)
+    vae_tiling: bool = False  # decode in tiles (big frames, less memory)
+    vae_slicing: bool = False  # decode one sample at a time
+    step_progress: str = "auto"  # auto | on | off: a bar over sampling steps (never if quiet)
 
 
 @dataclass
@@ -227,6 +233,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     MODELS.check(cfg.model.name, "model.name")
     if cfg.model.dtype not in DTYPES:
         raise ConfigError(f"model.dtype: must be one of {DTYPES}, got {cfg.model.dtype!r}")
+    if cfg.model.offload not in OFFLOAD_MODES:
+        raise ConfigError(
+            f"model.offload: must be one of {OFFLOAD_MODES}, got {cfg.model.offload!r}"
+        )
+    if cfg.model.offload != "none" and cfg.model.device == "cpu":
+        raise ConfigError("model.offload: CPU offload needs an accelerator model.device; use none")
+    if cfg.model.step_progress not in STEP_PROGRESS:
+        raise ConfigError(
+            f"model.step_progress: must be one of {STEP_PROGRESS}, got {cfg.model.step_progress!r}"
+        )
     if cfg.model.dtype == "float16" and cfg.model.device == "cpu":
         raise ConfigError("model.dtype: float16 is ~400x slower on CPU; use float32 or bfloat16")
     g = cfg.generation

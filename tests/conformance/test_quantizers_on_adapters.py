@@ -1,10 +1,10 @@
-"""Every registered quantizer on every model adapter: the tiny Latte, CogVideoX and Wan
-pipelines of the real diffusers classes, and the mini world's generator when its weights are
+"""Every registered quantizer on every model adapter with a tiny random model (from the
+registry: ``ModelAdapter.tiny``), and on the mini world's generator when its weights are
 installed.
 
-Per (quantizer, model): calibrate on captured trajectories, quantize, then check that exactly
-the adapter's quantizable, non-skipped linears were replaced, that generation still runs and
-that W8A8 stays close to FP.
+Per (quantizer, model): for every denoiser (expert), calibrate on the captured rows it serves,
+quantize, then check that exactly the adapter's quantizable, non-skipped linears were
+replaced, that generation still runs and that W8A8 stays close to FP.
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ import torch
 from torch import nn
 
 from quantizers.core import QuantLinear
+from vqbench.adapters import CATALOG, adapter_class
 from vqbench.adapters.base import match_any
 from vqbench.config import GenerationSpec
 from vqbench.registry import MODELS, QUANTIZERS
 
 PROMPTS = ["a red circle moving left in the sky", "a blue square moving up in the sea"]
-MODELS_UNDER_TEST = ["tiny-latte", "tiny-cogvideox", "tiny-wan", "mini"]
+MODELS_UNDER_TEST = [
+    pytest.param(n, marks=[pytest.mark.slow] if adapter_class(n).tiny.slow else [], id=n)
+    for n in CATALOG
+    if adapter_class(n).tiny is not None
+] + ["mini"]
 
 
 def _mini_available() -> bool:
@@ -60,24 +65,27 @@ def fp_case(request):
 def test_quantizer_runs_on_adapter(name, fp_case):
     model, spec, calib, fp = fp_case
     a = _adapter(model)
-    target = a.quant_target(spec)
     cls = QUANTIZERS.get(name)
-    q = cls.from_spec(8, 8, params=cls.smoke_params)
-    state = q.calibrate(target, calib)
-    q.quantize(target, state)
+    targets = a.quant_targets(spec)
+    assert [t.name for t in targets] == list(a.denoisers())
+    for target in targets:
+        rows = a.calibration_for(target.name, calib)
+        q = cls.from_spec(8, 8, params=cls.smoke_params)
+        state = q.calibrate(target, rows)
+        q.quantize(target, state)
 
-    mods = dict(target.module.named_modules())
-    quantized = {n for n, m in mods.items() if isinstance(m, QuantLinear)}
-    expected = {n for n in target.roles if not match_any(n, target.skip)}
-    assert quantized == expected, sorted(quantized ^ expected)[:5]
-    assert all(isinstance(mods[n], nn.Linear) for n in target.skip if n in mods)
+        mods = dict(target.module.named_modules())
+        quantized = {n for n, m in mods.items() if isinstance(m, QuantLinear)}
+        expected = {n for n in target.roles if not match_any(n, target.skip)}
+        assert quantized == expected, sorted(quantized ^ expected)[:5]
+        assert all(isinstance(mods[n], nn.Linear) for n in target.skip if n in mods)
+
+        eb = q.effective_bits(target)
+        assert eb["quantized_layers"] == len(expected) and 8 <= eb["w_bits"] < 16
+        with torch.no_grad():
+            out = target.forward(next(rows.batches(2)))
+        assert torch.isfinite(out).all()
 
     video = a.generate(PROMPTS[:1], [5], spec)[0]
     assert video.frames.shape == fp.frames.shape
     assert _psnr(video.frames, fp.frames) > 25.0
-
-    eb = q.effective_bits(target)
-    assert eb["quantized_layers"] == len(expected) and 8 <= eb["w_bits"] < 16
-    with torch.no_grad():
-        out = target.forward(next(calib.batches(2)))
-    assert torch.isfinite(out).all()

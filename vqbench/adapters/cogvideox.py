@@ -15,13 +15,9 @@ from typing import Any
 
 import torch
 
-from vqbench.adapters._diffusers import (
-    TEXT_DIM,
-    DiffusersAdapter,
-    offline_tokenizer,
-    seeded,
-    tiny_t5,
-)
+from vqbench.adapters._diffusers import DiffusersAdapter
+from vqbench.adapters._tiny import TEXT_DIM, offline_tokenizer, seeded, tiny_t5
+from vqbench.adapters.base import TinyConfig
 from vqbench.config import GenerationSpec
 from vqbench.types import TokenLayout
 
@@ -32,6 +28,8 @@ class CogVideoXAdapter(DiffusersAdapter):
     name = "cogvideox"
     hub_id = "THUDM/CogVideoX-2b"
     pipeline_cls = "CogVideoXPipeline"
+    latent_frame_axis = 0  # latents [F, C, H, W]
+    derived_kwargs = ("image_rotary_emb",)
     defaults = {"steps": 50, "guidance": 6.0, "frames": 49, "height": 480, "width": 720, "fps": 8.0}
     role_rules = [
         ("transformer_blocks.*.attn1.*", "spatial_attn"),
@@ -46,27 +44,23 @@ class CogVideoXAdapter(DiffusersAdapter):
 
     def text_seq_len(self) -> int:
         """Text tokens per prompt: the transformer's ``max_text_seq_length`` (226 for 2b/5b)."""
-        return int(self._pipeline().transformer.config.max_text_seq_length)
+        return int(self.denoiser().config.max_text_seq_length)
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def derived_inputs(self, module: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Rotary embeddings of the latent grid (recomputed, as the pipeline does)."""
         pipe = self._pipeline()
-        rotary = None
-        if pipe.transformer.config.use_rotary_positional_embeddings:
-            s = pipe.vae_scale_factor_spatial
-            rotary = pipe._prepare_rotary_positional_embeddings(
-                x.shape[-2] * s, x.shape[-1] * s, x.shape[1], x.device
-            )
-        return pipe.transformer(
-            hidden_states=x,
-            encoder_hidden_states=text,
-            timestep=t,
-            image_rotary_emb=rotary,
-            return_dict=False,
-        )[0]
+        if not module.config.use_rotary_positional_embeddings:
+            return {"image_rotary_emb": None}
+        x = kwargs["hidden_states"]
+        s = pipe.vae_scale_factor_spatial
+        rotary = pipe._prepare_rotary_positional_embeddings(
+            x.shape[-2] * s, x.shape[-1] * s, x.shape[1], x.device
+        )
+        return {"image_rotary_emb": rotary}
 
     def latent_grid(self, spec: GenerationSpec) -> tuple[int, int, int]:
         pipe = self._pipeline()
-        cfg = pipe.transformer.config
+        cfg = self.denoiser().config
         f = (int(spec.frames) - 1) // pipe.vae_scale_factor_temporal + 1
         if cfg.patch_size_t is not None:
             f = -(-f // cfg.patch_size_t)
@@ -97,11 +91,15 @@ class TinyCogVideoXAdapter(CogVideoXAdapter):
     """Random-weight CogVideoX of the real classes (width 32, 3 latent frames of 4x4 tokens)."""
 
     name = "tiny-cogvideox"
-    hub_id = ""
+    tiny = TinyConfig(
+        geometry=(3, 16, 16),
+        probes=("transformer_blocks.0.attn1.to_q",),
+        real="cogvideox",
+    )
     text_tokens = 16
     defaults = {"steps": 4, "guidance": 6.0, "frames": 9, "height": 32, "width": 32, "fps": 8.0}
 
-    def build_pipeline(self, dtype: torch.dtype) -> Any:
+    def build_random(self, dtype: torch.dtype) -> Any:
         from diffusers import (
             AutoencoderKLCogVideoX,
             CogVideoXDDIMScheduler,
