@@ -22,6 +22,10 @@ CATALOG: dict[str, str] = {
     "wan2.2-ti2v-5b": "vqbench.adapters.wan:Wan22TI2V5BAdapter",
     "tiny-hunyuanvideo": "vqbench.adapters.hunyuan:TinyHunyuanVideoAdapter",
     "hunyuanvideo": "vqbench.adapters.hunyuan:HunyuanVideoAdapter",
+    "tiny-skyreels-v2": "vqbench.adapters.skyreels:TinySkyReelsV2Adapter",
+    "skyreels-v2": "vqbench.adapters.skyreels:SkyReelsV2Adapter",
+    "tiny-ltx-video": "vqbench.adapters.ltx:TinyLTXVideoAdapter",
+    "ltx-video": "vqbench.adapters.ltx:LTXVideoAdapter",
 }
 
 

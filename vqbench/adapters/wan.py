@@ -163,11 +163,11 @@ class TinyWan22TI2V5BAdapter(Wan22TI2V5BAdapter):
         return tiny_wan_pipeline(512, dtype, expand_timesteps=True)
 
 
-def _tiny_transformer(seed: int) -> Any:
-    from diffusers import WanTransformer3DModel
+def _tiny_transformer(seed: int, cls_name: str = "WanTransformer3DModel") -> Any:
+    import diffusers
 
     with seeded(seed):
-        return WanTransformer3DModel(
+        return getattr(diffusers, cls_name)(
             patch_size=(1, 2, 2),
             num_attention_heads=2,
             attention_head_dim=16,
@@ -183,9 +183,19 @@ def _tiny_transformer(seed: int) -> Any:
         )
 
 
-def tiny_wan_pipeline(text_len: int, dtype: torch.dtype, experts: int = 1, **config: Any) -> Any:
-    """A random Wan pipeline of the real classes: one transformer, or two (Wan 2.2 A14B)."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+def tiny_wan_pipeline(
+    text_len: int,
+    dtype: torch.dtype,
+    experts: int = 1,
+    family: tuple[str, str] = ("WanPipeline", "WanTransformer3DModel"),
+    **config: Any,
+) -> Any:
+    """A random Wan-family pipeline of the real classes: one transformer, or two (Wan 2.2).
+
+    ``family``: (pipeline class, transformer class) in ``diffusers`` (SkyReels-V2 reuses Wan's).
+    """
+    import diffusers
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
 
     with seeded(0):
         vae = AutoencoderKLWan(
@@ -200,12 +210,13 @@ def tiny_wan_pipeline(text_len: int, dtype: torch.dtype, experts: int = 1, **con
         scheduler = UniPCMultistepScheduler(
             prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
         )
-    pipe = WanPipeline(
+    if experts == 2:
+        config["transformer_2"] = _tiny_transformer(1, family[1])
+    pipe = getattr(diffusers, family[0])(
         tokenizer=offline_tokenizer(text_len),
         text_encoder=tiny_t5(),
         vae=vae,
-        transformer=_tiny_transformer(0),
-        transformer_2=_tiny_transformer(1) if experts == 2 else None,
+        transformer=_tiny_transformer(0, family[1]),
         scheduler=scheduler,
         **config,
     )
