@@ -7,6 +7,8 @@ model identity.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -28,10 +30,30 @@ def _param(name: str):
     return pytest.param(name, marks=marks, id=name)
 
 
+def write_image(path, seed: int = 0):
+    """A small RGB test image (a colour gradient plus noise) as PNG."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, 32)[None, :, None] * np.ones((32, 1, 3))
+    pixels = np.clip(ramp + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
 @pytest.fixture(scope="module", params=[_param(n) for n in sorted(TINY)])
-def adapter(request):
+def adapter(request, tmp_path_factory):
+    """A loaded tiny adapter; image-to-video ones get one test image bound to every prompt."""
     a = TINY[request.param]()
     a.load("cpu", "float32")
+    a.test_image = None
+    if a.needs_image:
+        image = a.test_image = write_image(tmp_path_factory.mktemp("img") / "first.png")
+        gen, cap = a.generate, a.capture
+        a.generate = lambda p, s, spec, progress=None: gen(p, s, spec, progress, [image] * len(p))
+        a.capture = lambda p, s, spec, every_k_steps=1: cap(
+            p, s, spec, every_k_steps, [image] * len(p)
+        )
     return a
 
 
@@ -302,12 +324,41 @@ def test_real_adapter_loads_a_saved_pipeline(adapter, tmp_path, monkeypatch):
     assert real.layer_roles() == adapter.layer_roles()
     spec = GenerationSpec(steps=2, frames=adapter.defaults["frames"], height=32, width=32)
     want = adapter.generate(PROMPTS[:1], [7], spec)[0]
-    got = real.generate(PROMPTS[:1], [7], spec)[0]
+    images = [adapter.test_image] if real.needs_image else None
+    got = real.generate(PROMPTS[:1], [7], spec, images=images)[0]
     assert np.abs(got.frames.astype(int) - want.frames.astype(int)).max() <= 1
     info = real.model_info()
     assert info["path"] == str(tmp_path / "pipe") and len(info["revision"]) == 64
     assert info["id"].startswith(adapter.pipeline_cls) and info["id"] != adapter.model_info()["id"]
-    # the tiny adapter accepts the saved folder of its own class too
+    # the tiny adapter accepts the saved folder of its own class too (and no other)
     tiny = type(adapter)(path=str(tmp_path / "pipe"))
     tiny.load("cpu", "float32")
     assert tiny.model_info()["revision"] == info["revision"]
+
+
+def test_image_to_video_takes_the_prompt_suite_image(tmp_path):
+    """The ``image`` field of a prompt suite reaches the I2V pipeline; it is required there."""
+    from vqbench.prompts import load_prompts, prompts_hash
+
+    a = adapter_class("tiny-cogvideox-i2v")()
+    a.load()
+    suite = tmp_path / "i2v.jsonl"
+    lines = [
+        {"id": "a", "text": PROMPTS[0], "image": write_image(tmp_path / "a.png", 0)},
+        {"id": "b", "text": PROMPTS[0], "image": "b.png"},  # relative to the suite file
+    ]
+    write_image(tmp_path / "b.png", 1)
+    suite.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    prompts = load_prompts(str(suite))
+    assert prompts[1].image == str((tmp_path / "b.png").resolve())
+    spec = GenerationSpec(steps=2)
+    videos = a.generate([p.text for p in prompts], [0, 0], spec, images=[p.image for p in prompts])
+    assert np.abs(videos[0].frames.astype(int) - videos[1].frames.astype(int)).mean() > 1.0
+    with pytest.raises(ValueError, match="generation.prompts: .*image"):
+        a.generate(PROMPTS[:1], [0], spec)
+    before = prompts_hash(prompts)
+    write_image(tmp_path / "b.png", 2)  # the hash follows the image's content
+    assert prompts_hash(load_prompts(str(suite))) != before
+    (tmp_path / "b.png").unlink()
+    with pytest.raises(ValueError, match="image not found"):
+        load_prompts(str(suite))

@@ -33,7 +33,7 @@ def saved(tmp_path_factory):
     """tiny-wan and tiny two-expert Wan 2.2 pipelines saved with ``save_pretrained``."""
     root = tmp_path_factory.mktemp("pipes")
     out = {}
-    for name in ("tiny-wan", "tiny-wan2.2-a14b", "tiny-cogvideox"):
+    for name in ("tiny-wan", "tiny-wan2.2-a14b", "tiny-cogvideox", "tiny-cogvideox-i2v"):
         a = adapter_class(name)()
         a.load()
         a.pipe.save_pretrained(root / name)
@@ -67,6 +67,12 @@ def test_nonexistent_model_path_is_an_error_for_every_model(name):
 def test_tiny_model_refuses_a_folder_of_another_class(saved):
     with pytest.raises(ValueError, match="holds a CogVideoXPipeline.*use model.name=cogvideox$"):
         adapter_class("tiny-wan")(path=str(saved["tiny-cogvideox"])).load()
+
+
+def test_i2v_folder_given_to_the_t2v_adapter_names_the_i2v_one(saved):
+    with pytest.raises(ValueError, match="use model.name=cogvideox-i2v$") as err:
+        adapter_class("cogvideox")(path=str(saved["tiny-cogvideox-i2v"])).load()
+    assert "\n" not in str(err.value)
 
 
 def test_wrong_family_names_the_right_adapter(saved):

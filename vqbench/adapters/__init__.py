@@ -14,6 +14,8 @@ CATALOG: dict[str, str] = {
     "latte": "vqbench.adapters.latte:LatteAdapter",
     "tiny-cogvideox": "vqbench.adapters.cogvideox:TinyCogVideoXAdapter",
     "cogvideox": "vqbench.adapters.cogvideox:CogVideoXAdapter",
+    "tiny-cogvideox-i2v": "vqbench.adapters.cogvideox:TinyCogVideoXI2VAdapter",
+    "cogvideox-i2v": "vqbench.adapters.cogvideox:CogVideoXI2VAdapter",
     "tiny-wan": "vqbench.adapters.wan:TinyWanAdapter",
     "wan": "vqbench.adapters.wan:WanAdapter",
     "tiny-wan2.2-a14b": "vqbench.adapters.wan:TinyWan22A14BAdapter",

@@ -183,6 +183,23 @@ class DiffusersAdapter(ModelAdapter):
             kw["max_sequence_length"] = self.text_seq_len()
         return [(list(range(len(prompts))), kw)]
 
+    def image_kwargs(self, images: list[str | None]) -> dict[str, Any]:
+        """Pipeline kwargs for the conditioning images of one call (image-to-video only)."""
+        if not self.needs_image:
+            return {}
+        if any(i is None for i in images):
+            raise ValueError(
+                f"generation.prompts: model.name={self.name} is image-to-video; give every "
+                "prompt an 'image' field (a path relative to the suite file)"
+            )
+        from PIL import Image
+
+        loaded = []
+        for path in images:
+            with Image.open(str(path)) as im:
+                loaded.append(im.convert("RGB"))
+        return {"image": loaded}
+
     def call_kwargs(self, spec: GenerationSpec) -> dict[str, Any]:
         """Pipeline kwargs beyond text and geometry (guidance, steps)."""
         return {"num_inference_steps": int(spec.steps), "guidance_scale": float(spec.guidance)}
@@ -214,10 +231,14 @@ class DiffusersAdapter(ModelAdapter):
         output_type: str,
         on_call: Callable[[list[int]], None] | None = None,
         callback: Callable[..., dict[str, Any]] | None = None,
+        images: list[str | None] | None = None,
     ) -> Iterator[tuple[list[int], Any]]:
         """Run the pipeline over batches; yield (global indices, output) per pipeline call."""
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        images = list(images) if images is not None else [None] * len(prompts)
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
         pipe = self._pipeline()
         spec = self.resolve(spec)
         cfg = self.uses_cfg(spec)
@@ -232,6 +253,7 @@ class DiffusersAdapter(ModelAdapter):
                 with StepProgress(self.options, int(spec.steps), len(idx), callback) as cb:
                     extra = {"callback_on_step_end": cb} if cb is not None else {}
                     out = pipe(
+                        **self.image_kwargs([images[i] for i in idx]),
                         **text_kw,
                         **self.geometry_kwargs(spec),
                         **self.call_kwargs(spec),
@@ -248,12 +270,13 @@ class DiffusersAdapter(ModelAdapter):
         seeds: list[int],
         spec: GenerationSpec,
         progress: Callable[[int], None] | None = None,
+        images: list[str | None] | None = None,
     ) -> list[Video]:
         """One uint8 video per (prompt, seed); per-sample generators make it batch-independent."""
         fps = float(self.resolve(spec).fps)
         videos: list[Video | None] = [None] * len(prompts)
         with self.announce_steps():
-            for idx, frames in self._run(prompts, seeds, spec, "np"):
+            for idx, frames in self._run(prompts, seeds, spec, "np", images=images):
                 frames = np.asarray(frames, dtype=np.float32)  # [B, T, H, W, 3] in [0, 1]
                 for j, i in enumerate(idx):
                     videos[i] = Video(to_uint8(frames[j]), fps=fps)
@@ -268,6 +291,7 @@ class DiffusersAdapter(ModelAdapter):
         seeds: list[int],
         spec: GenerationSpec,
         every_k_steps: int = 1,
+        images: list[str | None] | None = None,
     ) -> CalibrationSet:
         """FP sampling with forward hooks on every denoiser; all call inputs, per row."""
         if every_k_steps < 1 or not prompts:
@@ -284,7 +308,8 @@ class DiffusersAdapter(ModelAdapter):
             m.register_forward_hook(rec.hook, with_kwargs=True) for m in self.denoisers().values()
         ]
         try:
-            for _ in self._run(prompts, seeds, spec, "latent", rec.new_call, rec.on_step_end):
+            calls = self._run(prompts, seeds, spec, "latent", rec.new_call, rec.on_step_end, images)
+            for _ in calls:
                 pass
         finally:
             for h in handles:

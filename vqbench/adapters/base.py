@@ -85,6 +85,8 @@ class ModelAdapter(ABC):
     cfg_policy: str = "classifier_free"
     #: axis of the frame dimension in one latent row (``[C, F, H, W]``: 1; ``[F, C, H, W]``: 0)
     latent_frame_axis: int = 1
+    #: image-to-video: ``generate``/``capture`` need one conditioning image per prompt
+    needs_image: bool = False
     #: the tiny random model the registry-driven tests run (``None``: not a test model)
     tiny: ClassVar[TinyConfig | None] = None
 
@@ -143,11 +145,14 @@ class ModelAdapter(ABC):
         seeds: list[int],
         spec: GenerationSpec,
         progress: Callable[[int], None] | None = None,
+        images: list[str | None] | None = None,
     ) -> list[Video]:
         """One video per ``(prompts[i], seeds[i])``; deterministic for a given seed on CPU.
 
         The result for a pair must not depend on which other pairs share its batch beyond
         floating-point batching effects; ``progress(n)`` is called after each finished video.
+        ``images[i]`` is prompt i's conditioning image (``Prompt.image``); image-to-video
+        adapters (:attr:`needs_image`) require them, the others ignore them.
         """
 
     @abstractmethod
@@ -157,6 +162,7 @@ class ModelAdapter(ABC):
         seeds: list[int],
         spec: GenerationSpec,
         every_k_steps: int = 1,
+        images: list[str | None] | None = None,
     ) -> CalibrationSet:
         """Run FP sampling and record denoiser inputs and outputs (cond and uncond rows)."""
 

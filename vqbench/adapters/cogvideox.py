@@ -100,58 +100,94 @@ class TinyCogVideoXAdapter(CogVideoXAdapter):
     defaults = {"steps": 4, "guidance": 6.0, "frames": 9, "height": 32, "width": 32, "fps": 8.0}
 
     def build_random(self, dtype: torch.dtype) -> Any:
-        from diffusers import (
-            AutoencoderKLCogVideoX,
-            CogVideoXDDIMScheduler,
-            CogVideoXPipeline,
-            CogVideoXTransformer3DModel,
-        )
+        return tiny_cogvideox_pipeline(self.text_tokens, dtype)
 
-        with seeded(0):
-            transformer = CogVideoXTransformer3DModel(
-                num_attention_heads=2,
-                attention_head_dim=16,  # rotary needs head_dim % 16 == 0
-                in_channels=4,
-                out_channels=4,
-                time_embed_dim=16,
-                text_embed_dim=TEXT_DIM,
-                num_layers=2,
-                sample_width=8,
-                sample_height=8,
-                sample_frames=9,
-                patch_size=2,
-                temporal_compression_ratio=4,
-                max_text_seq_length=self.text_tokens,
-                use_rotary_positional_embeddings=True,
-            )
-        with seeded(0):
-            vae = AutoencoderKLCogVideoX(
-                in_channels=3,
-                out_channels=3,
-                down_block_types=("CogVideoXDownBlock3D",) * 3,
-                up_block_types=("CogVideoXUpBlock3D",) * 3,
-                block_out_channels=(8, 8, 16),
-                latent_channels=4,
-                layers_per_block=1,
-                norm_num_groups=2,
-                temporal_compression_ratio=4,
-                sample_height=32,
-                sample_width=32,
-            )
-        scheduler = CogVideoXDDIMScheduler(
-            beta_schedule="scaled_linear",
-            beta_end=0.012,
-            clip_sample=False,
-            prediction_type="v_prediction",
-            rescale_betas_zero_snr=True,
-            snr_shift_scale=3.0,
-            timestep_spacing="trailing",
+
+class CogVideoXI2VAdapter(CogVideoXAdapter):
+    """CogVideoX image-to-video (THUDM/CogVideoX-5b-I2V): the prompt's image as first frame.
+
+    The pipeline concatenates the image latents to the noisy latents along channels, so the
+    captured latent rows (``[F, 2C, H, W]``) carry the image conditioning and the replay
+    needs nothing else.
+    """
+
+    name = "cogvideox-i2v"
+    hub_id = "THUDM/CogVideoX-5b-I2V"
+    pipeline_cls = "CogVideoXImageToVideoPipeline"
+    needs_image = True
+
+
+class TinyCogVideoXI2VAdapter(CogVideoXI2VAdapter):
+    """Random CogVideoX I2V of the real classes (tiny-cogvideox's geometry)."""
+
+    name = "tiny-cogvideox-i2v"
+    tiny = TinyConfig(
+        geometry=(3, 16, 16),
+        probes=("transformer_blocks.0.attn1.to_q",),
+        real="cogvideox-i2v",
+    )
+    text_tokens = 16
+    defaults = TinyCogVideoXAdapter.defaults
+
+    def build_random(self, dtype: torch.dtype) -> Any:
+        return tiny_cogvideox_pipeline(self.text_tokens, dtype, i2v=True)
+
+
+def tiny_cogvideox_pipeline(text_tokens: int, dtype: torch.dtype, i2v: bool = False) -> Any:
+    """A random CogVideoX (or CogVideoX I2V: latent channels doubled) pipeline."""
+    import diffusers
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXTransformer3DModel,
+    )
+
+    with seeded(0):
+        transformer = CogVideoXTransformer3DModel(
+            num_attention_heads=2,
+            attention_head_dim=16,  # rotary needs head_dim % 16 == 0
+            in_channels=8 if i2v else 4,
+            out_channels=4,
+            time_embed_dim=16,
+            text_embed_dim=TEXT_DIM,
+            num_layers=2,
+            sample_width=8,
+            sample_height=8,
+            sample_frames=9,
+            patch_size=2,
+            temporal_compression_ratio=4,
+            max_text_seq_length=text_tokens,
+            use_rotary_positional_embeddings=True,
         )
-        pipe = CogVideoXPipeline(
-            tokenizer=offline_tokenizer(self.text_tokens),
-            text_encoder=tiny_t5(),
-            vae=vae,
-            transformer=transformer,
-            scheduler=scheduler,
+    with seeded(0):
+        vae = AutoencoderKLCogVideoX(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("CogVideoXDownBlock3D",) * 3,
+            up_block_types=("CogVideoXUpBlock3D",) * 3,
+            block_out_channels=(8, 8, 16),
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=2,
+            temporal_compression_ratio=4,
+            sample_height=32,
+            sample_width=32,
         )
-        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+    scheduler = CogVideoXDDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_end=0.012,
+        clip_sample=False,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        snr_shift_scale=3.0,
+        timestep_spacing="trailing",
+    )
+    cls = "CogVideoXImageToVideoPipeline" if i2v else "CogVideoXPipeline"
+    pipe = getattr(diffusers, cls)(
+        tokenizer=offline_tokenizer(text_tokens),
+        text_encoder=tiny_t5(),
+        vae=vae,
+        transformer=transformer,
+        scheduler=scheduler,
+    )
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)

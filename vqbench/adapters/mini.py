@@ -139,6 +139,7 @@ class MiniAdapter(ModelAdapter):
         seeds: list[int],
         spec: GenerationSpec,
         progress: Callable[[int], None] | None = None,
+        images: list[str | None] | None = None,
     ) -> list[Video]:
         """One video per ``(prompt, seed)``; the initial noise comes from the seed alone."""
         spec = self.resolve(spec)
@@ -159,6 +160,7 @@ class MiniAdapter(ModelAdapter):
         seeds: list[int],
         spec: GenerationSpec,
         every_k_steps: int = 1,
+        images: list[str | None] | None = None,
     ) -> CalibrationSet:
         """FP sampling that records every k-th step's denoiser call, uncond and cond rows."""
         spec = self.resolve(spec)
