@@ -38,12 +38,29 @@ def _mini_available() -> bool:
     return True
 
 
-def _adapter(model: str):
+def _adapter(model: str, image: str):
+    """A loaded adapter; image-to-video ones get ``image`` bound to every prompt."""
     if model == "mini" and not _mini_available():
         pytest.skip("mini world weights are not installed")
     a = MODELS.get(model)()
     a.load("cpu", "float32")
+    if a.needs_image:
+        gen, cap = a.generate, a.capture
+        a.generate = lambda p, s, spec: gen(p, s, spec, images=[image] * len(p))
+        a.capture = lambda p, s, spec: cap(p, s, spec, images=[image] * len(p))
     return a
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> str:
+    """A 32x32 RGB gradient as PNG (the conditioning image of image-to-video models)."""
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, 32, dtype=np.float64)
+    pixels = np.stack([ramp[None, :].repeat(32, 0), ramp[:, None].repeat(32, 1)] * 2, -1)
+    path = tmp_path_factory.mktemp("img") / "first.png"
+    Image.fromarray(pixels[..., :3].astype(np.uint8)).save(path)
+    return str(path)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -52,9 +69,9 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module", params=MODELS_UNDER_TEST)
-def fp_case(request):
+def fp_case(request, image):
     """(model name, generation spec, calibration set, FP videos), computed once per model."""
-    a = _adapter(request.param)
+    a = _adapter(request.param, image)
     spec = a.resolve(GenerationSpec(steps=3, batch_size=2))
     calib = a.capture(PROMPTS, [11, 12], spec)
     fp = a.generate(PROMPTS[:1], [5], spec)[0]
@@ -62,9 +79,9 @@ def fp_case(request):
 
 
 @pytest.mark.parametrize("name", QUANTIZERS.names())
-def test_quantizer_runs_on_adapter(name, fp_case):
+def test_quantizer_runs_on_adapter(name, fp_case, image):
     model, spec, calib, fp = fp_case
-    a = _adapter(model)
+    a = _adapter(model, image)
     cls = QUANTIZERS.get(name)
     targets = a.quant_targets(spec)
     assert [t.name for t in targets] == list(a.denoisers())

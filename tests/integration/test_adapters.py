@@ -193,7 +193,9 @@ def test_every_linear_has_a_role(adapter):
     assert set(roles.values()) <= set(ROLES)
     assert set(adapter.tiny.roles) <= set(roles.values())
     skip = adapter.default_skip()
-    assert skip and all(roles[n] in ("embed", "timestep_embed", "final") for n in skip)
+    assert skip and all(any(match_any(n, [p]) for n in roles) for p in skip)  # no dead pattern
+    skipped = {n for n in roles if match_any(n, skip)}
+    assert {n for n, r in roles.items() if r in ("embed", "timestep_embed", "final")} <= skipped
     mods = dict(adapter.denoiser().named_modules())
     for name, role in roles.items():
         if role in QUANTIZED_ROLES:  # wide enough for per-channel 4 vs 8 bit to differ
@@ -223,15 +225,18 @@ def test_token_layouts_fit_linear_inputs(adapter):
     seen: dict[str, torch.Size] = {}
 
     def record(name: str):
-        def hook(module: nn.Module, args: tuple) -> None:
-            seen.setdefault(name, args[0].shape)
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else next(iter(kwargs.values()))  # UNets pass input=...
+            seen.setdefault(name, x.shape)
 
         return hook
 
     handles = []
     for module in adapter.denoisers().values():
         mods = dict(module.named_modules())
-        handles += [mods[name].register_forward_pre_hook(record(name)) for name in roles]
+        handles += [
+            mods[name].register_forward_pre_hook(record(name), with_kwargs=True) for name in roles
+        ]
     try:
         adapter.capture(PROMPTS[:1], [0], spec, every_k_steps=1)
     finally:
@@ -245,12 +250,13 @@ def test_token_layouts_fit_linear_inputs(adapter):
             assert not video_role or match_any(name, list(adapter.tiny.frameless)), name
             continue
         framed += 1
-        assert (layout.frames, layout.tokens_per_frame) == (f, s), name
+        # S at the finest level; UNet levels halve each side
+        assert layout.frames == f and s % layout.tokens_per_frame == 0, name
         if name != "proj_out":
             assert layout.prefix == prefix, name
         x = torch.randn(seen[name])
         frames = layout.to_frames(x)
-        assert frames.shape[1:] == (f, s, x.shape[-1]), name
+        assert frames.shape[1:] == (f, layout.tokens_per_frame, x.shape[-1]), name
         ids = layout.frame_index(x)
         assert ids.shape == x.shape[:2]
         assert sorted(ids[ids >= 0].unique().tolist()) == list(range(f)), name
@@ -269,17 +275,22 @@ def test_layouts_locate_true_frames(adapter, calib):
     f, _, _ = adapter.tiny.geometry
     k = f - 1
     names = list(adapter.tiny.probes)
-    assert names
+    if not names:
+        pytest.skip(f"{adapter.name}: no framed linear sees unmixed frames")
     layouts = adapter.token_layouts(GenerationSpec())
     mods = dict(adapter.denoiser().named_modules())
     batch = next(adapter.calibration_for(next(iter(adapter.denoisers())), calib).batches(2))
     moved = dict(batch, latents=batch["latents"].clone())
     adapter.frame_slice(moved["latents"], k).add_(1.0)
     inputs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    handles = [
-        mods[n].register_forward_pre_hook(lambda m, a, n=n: inputs[n].append(a[0].clone()))
-        for n in names
-    ]
+
+    def keep(n: str):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            inputs[n].append((args[0] if args else next(iter(kwargs.values()))).clone())
+
+        return hook
+
+    handles = [mods[n].register_forward_pre_hook(keep(n), with_kwargs=True) for n in names]
     try:
         with torch.no_grad():
             adapter.calib_forward(batch)

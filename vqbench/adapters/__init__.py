@@ -28,6 +28,8 @@ CATALOG: dict[str, str] = {
     "skyreels-v2": "vqbench.adapters.skyreels:SkyReelsV2Adapter",
     "tiny-ltx-video": "vqbench.adapters.ltx:TinyLTXVideoAdapter",
     "ltx-video": "vqbench.adapters.ltx:LTXVideoAdapter",
+    "tiny-animatediff": "vqbench.adapters.animatediff:TinyAnimateDiffAdapter",
+    "animatediff": "vqbench.adapters.animatediff:AnimateDiffAdapter",
 }
 
 

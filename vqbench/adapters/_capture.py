@@ -4,8 +4,10 @@ A forward hook binds each call's positional and keyword arguments to the denoise
 signature. The latent, timestep and text inputs become the ``CalibrationSet``'s own fields;
 every other tensor whose first dimension is the batch goes to ``extra`` as ``kw.<name>``
 (one row per sample); JSON-able constants (``None``, flags, numbers, plain mappings) go to
-``meta['call_kwargs']``. Inputs the adapter recomputes at replay (``derived_kwargs``, e.g.
-rotary embeddings) and output switches are skipped; anything else is an error naming the
+``meta['call_kwargs']``. A text embedding repeated per frame by the pipeline is stored once
+per sample (``meta['text_repeat']``). Inputs the adapter recomputes at replay
+(``derived_kwargs``, e.g. rotary embeddings) and output switches are skipped; anything
+else is an error naming the
 argument, so a new family cannot silently lose an input.
 """
 
@@ -62,6 +64,7 @@ class Recorder:
         self.sample_ids: list[int] = []
         self.rows: list[dict[str, Any]] = []
         self.constants: dict[str, Any] = {}
+        self.text_repeat = 1  # pipelines that repeat the text per frame (AnimateDiff)
 
     def new_call(self, idx: list[int]) -> None:
         """A pipeline call on samples ``idx`` starts."""
@@ -94,6 +97,11 @@ class Recorder:
         n = x.shape[0]
         t = torch.as_tensor(inputs.pop(self.time_key))
         text = inputs.pop(self.text_key)
+        if text.shape[0] != n and text.shape[0] % n == 0:  # text repeated per frame
+            k = text.shape[0] // n
+            if not torch.equal(text[::k].repeat_interleave(k, 0), text):
+                raise RuntimeError(f"capture: {self.text_key!r} has {k} rows per sample")
+            self.text_repeat, text = k, text[::k]
         out = output[0] if isinstance(output, tuple) else output.sample
         per_row: dict[str, torch.Tensor] = {}
         if t.numel() == 1:
@@ -146,5 +154,5 @@ class Recorder:
             prompt_index=torch.tensor([r["prompt_index"] for r in rows]),
             is_uncond=torch.tensor([r["is_uncond"] for r in rows]),
             extra=extra,
-            meta={**meta, "call_kwargs": dict(self.constants)},
+            meta={**meta, "call_kwargs": dict(self.constants), "text_repeat": self.text_repeat},
         )

@@ -69,6 +69,7 @@ class DiffusersAdapter(ModelAdapter):
         self.pipe: Any = None
         self._info: dict[str, Any] = {}
         self._constants: dict[str, Any] = {}
+        self._text_repeat = 1
 
     # ---- loading ---------------------------------------------------------------------------
     def build_random(self, dtype: torch.dtype) -> Any:
@@ -324,13 +325,18 @@ class DiffusersAdapter(ModelAdapter):
             "width": int(spec.width),
         }
         calib = rec.calibration_set(meta)
-        self._constants = dict(calib.meta["call_kwargs"])
+        self._bind(calib)
         return calib
+
+    def _bind(self, calib: CalibrationSet) -> None:
+        """Take the constant call inputs of ``calib`` for replay."""
+        self._constants = dict(calib.meta.get("call_kwargs", {}))
+        self._text_repeat = int(calib.meta.get("text_repeat", 1))
 
     def calibration_for(self, name: str, calib: CalibrationSet) -> CalibrationSet:
         """The rows denoiser ``name`` serves; binds the set's constant call inputs for replay."""
         rows = super().calibration_for(name, calib)
-        self._constants = dict(calib.meta.get("call_kwargs", {}))
+        self._bind(calib)
         return rows
 
     def calib_forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -360,7 +366,8 @@ class DiffusersAdapter(ModelAdapter):
 
         def call(sel: torch.Tensor | slice, length: int) -> torch.Tensor:
             inputs = {**self._constants, **{k: v[sel] for k, v in kw.items()}}
-            inputs.update({lat: x[sel], tim: t[sel], txt: text[sel, :length]})
+            cond = text[sel, :length].repeat_interleave(self._text_repeat, 0)
+            inputs.update({lat: x[sel], tim: t[sel], txt: cond})
             inputs.update(self.derived_inputs(module, inputs))
             return module(**inputs, return_dict=False)[0].float()
 

@@ -7,10 +7,11 @@ embedding, each call carries ``encoder_attention_mask``, ``pooled_projections`` 
 
 Token geometry: the causal 3D VAE compresses time by 4 and space by 8 (tiny: 4); patch
 (1, 2, 2) (tiny: 1). Dual-stream blocks (``transformer_blocks``) keep image and text tokens
-apart: image-side linears see ``[B, F*S, C]`` (``joint``, no prefix), text-side ones
-(``add_*``, ``ff_context``, ``to_add_out``) see text tokens (``none``). Single-stream blocks
-append the text tokens *after* the video tokens, which ``TokenLayout`` (prefix only) cannot
-express, so their linears get ``none`` (per-frame methods treat them as frameless).
+apart in their linears but attend over video tokens with the text tokens *appended*; the
+single-stream blocks append them in their linears too. ``TokenLayout`` describes a prefix
+only, so every attention linear and the single-stream blocks get ``none`` (frameless: the
+attention maps' key axis would not match a video-only layout); the dual-stream image MLP
+sees ``[B, F*S, C]`` (``joint``, no prefix), its text twin (``ff_context``) text tokens.
 """
 
 from __future__ import annotations
@@ -60,13 +61,8 @@ class HunyuanVideoAdapter(DiffusersAdapter):
     def layout_rules(self, spec: GenerationSpec) -> list[tuple[str, TokenLayout]]:
         f, h, w = self.latent_grid(spec)
         video = TokenLayout("joint", frames=f, tokens_per_frame=h * w, prefix=0)
-        none = TokenLayout("none")
         return [
-            ("transformer_blocks.*.attn.add_*", none),
-            ("transformer_blocks.*.attn.to_add_out", none),
-            ("transformer_blocks.*.ff_context.*", none),
-            ("transformer_blocks.*.norm1*", none),
-            ("transformer_blocks.*", video),
+            ("transformer_blocks.*.ff.*", video),
             ("proj_out", video),
         ]
 
@@ -83,11 +79,9 @@ class TinyHunyuanVideoAdapter(HunyuanVideoAdapter):
     name = "tiny-hunyuanvideo"
     tiny = TinyConfig(
         geometry=(3, 16, 0),
-        probes=("transformer_blocks.0.attn.to_q",),
         real="hunyuanvideo",
         frameless=(
-            "transformer_blocks.*.attn.add_*",
-            "transformer_blocks.*.attn.to_add_out",
+            "transformer_blocks.*.attn.*",
             "transformer_blocks.*.ff_context.*",
             "single_transformer_blocks.*",
         ),
