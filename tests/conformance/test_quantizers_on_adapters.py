@@ -26,6 +26,11 @@ MODELS_UNDER_TEST = [
     for n in CATALOG
     if adapter_class(n).tiny is not None
 ] + ["mini"]
+#: (quantizer, model) pairs that fail for a known reason outside the adapters (strict xfail)
+KNOWN_GAPS = {
+    ("s2q_vdit", "tiny-mochi"): "S2Q-VDiT's attention probe stacks column sums of calls whose "
+    "key length differs (Mochi drops each prompt's padded text tokens); quantizers/core/attention",
+}
 
 
 def _mini_available() -> bool:
@@ -79,8 +84,10 @@ def fp_case(request, image):
 
 
 @pytest.mark.parametrize("name", QUANTIZERS.names())
-def test_quantizer_runs_on_adapter(name, fp_case, image):
+def test_quantizer_runs_on_adapter(name, fp_case, image, request):
     model, spec, calib, fp = fp_case
+    if (name, model) in KNOWN_GAPS:
+        request.applymarker(pytest.mark.xfail(reason=KNOWN_GAPS[name, model], strict=True))
     a = _adapter(model, image)
     cls = QUANTIZERS.get(name)
     targets = a.quant_targets(spec)

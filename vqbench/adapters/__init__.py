@@ -30,6 +30,8 @@ CATALOG: dict[str, str] = {
     "ltx-video": "vqbench.adapters.ltx:LTXVideoAdapter",
     "tiny-animatediff": "vqbench.adapters.animatediff:TinyAnimateDiffAdapter",
     "animatediff": "vqbench.adapters.animatediff:AnimateDiffAdapter",
+    "tiny-mochi": "vqbench.adapters.mochi:TinyMochiAdapter",
+    "mochi": "vqbench.adapters.mochi:MochiAdapter",
 }
 
 
