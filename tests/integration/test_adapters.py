@@ -373,3 +373,22 @@ def test_image_to_video_takes_the_prompt_suite_image(tmp_path):
     (tmp_path / "b.png").unlink()
     with pytest.raises(ValueError, match="image not found"):
         load_prompts(str(suite))
+
+
+def test_calibration_survives_the_cache_round_trip(adapter, calib, tmp_path):
+    """Tensors through safetensors and meta through JSON (as the cache stores them) replay."""
+    from safetensors.torch import load_file, save_file
+
+    from vqbench.types import CalibrationSet
+
+    save_file(calib.tensors(), str(tmp_path / "calib.safetensors"))
+    meta = json.loads(json.dumps(calib.meta))
+    back = CalibrationSet.from_tensors(load_file(str(tmp_path / "calib.safetensors")), meta)
+    fresh = type(adapter)()  # nothing bound from a capture
+    fresh.load()
+    for name in fresh.denoisers():
+        rows = fresh.calibration_for(name, back)
+        with torch.no_grad():
+            batch = next(rows.batches(2))
+            out = fresh.forward_for(name)(batch)
+        torch.testing.assert_close(out, batch["outputs"], atol=1e-5, rtol=1e-5)

@@ -22,7 +22,6 @@ from torch import nn
 
 from vqbench.adapters import identity
 from vqbench.adapters._capture import KW, Recorder
-from vqbench.adapters._tiny import TINY_SEED
 from vqbench.adapters.base import DTYPE_MAP, ModelAdapter, match_rules
 from vqbench.adapters.options import StepProgress
 from vqbench.config import GenerationSpec
@@ -39,13 +38,6 @@ def default_model_dir(hub_id: str) -> Path:
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """Float frames in [0, 1] -> uint8 (clipped, rounded)."""
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-
-def _config_of(component: Any) -> Any:
-    cfg = getattr(component, "config", None)
-    if cfg is None:
-        return type(component).__name__
-    return dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
 
 
 class DiffusersAdapter(ModelAdapter):
@@ -109,10 +101,7 @@ class DiffusersAdapter(ModelAdapter):
         """A local folder (``self.path`` or the default location), or the tiny random model."""
         if self.path is None and self.tiny is not None:
             pipe = self.build_random(dtype)
-            configs = {k: _config_of(v) for k, v in pipe.components.items() if v is not None}
-            revision = identity.digest([type(self).__name__, TINY_SEED, configs])
-            self._info = {"id": f"{self.pipeline_cls}-{revision[:16]}", "revision": revision}
-            self._info["random"] = True
+            self._info = identity.random_identity(self.pipeline_cls, type(self).__name__, pipe)
             return pipe
         path = Path(self.path) if self.path else default_model_dir(self.hub_id)
         if not path.exists():

@@ -51,6 +51,20 @@ class AnimateDiffAdapter(DiffusersAdapter):
         ("time_embedding.*", "timestep_embed"),
     ]
 
+    def _missing(self, path: Any) -> Any:
+        """AnimateDiff has no one-repo pipeline: say how to assemble and save one."""
+        if self.tiny is not None:
+            return super()._missing(path)
+        from vqbench.adapters.identity import ModelPathError
+
+        return ModelPathError(
+            f"model.path: no AnimateDiffPipeline folder at {str(path)!r} (model_index.json "
+            "missing); assemble one: `hf download "
+            f"{self.hub_id} --local-dir <adapter>`, then AnimateDiffPipeline.from_pretrained("
+            "<Stable Diffusion 1.5 folder>, motion_adapter=MotionAdapter.from_pretrained("
+            f"<adapter>)).save_pretrained({str(path)!r})"
+        )
+
     def default_skip(self) -> list[str]:
         """Embedders, plus the motion modules' in/out projections.
 

@@ -175,3 +175,18 @@ def identity(class_name: str, files: dict[str, str]) -> tuple[str, str]:
     """``(id, revision)``: revision digests every file (weights and configs), id adds the class."""
     revision = digest(files)
     return f"{class_name}-{digest([class_name, revision])[:16]}", revision
+
+
+def random_identity(class_name: str, builder: str, pipe: Any) -> dict[str, Any]:
+    """Id and revision of a tiny random pipeline: a digest of its builder, seed and configs."""
+    from vqbench.adapters._tiny import TINY_SEED
+
+    configs: dict[str, Any] = {}
+    for key, component in pipe.components.items():
+        cfg = getattr(component, "config", None)
+        if cfg is not None:  # diffusers FrozenDict or transformers PretrainedConfig
+            configs[key] = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+        elif component is not None:  # tokenizers: fixed by construction
+            configs[key] = type(component).__name__
+    revision = digest([builder, TINY_SEED, configs])
+    return {"id": f"{class_name}-{revision[:16]}", "revision": revision, "random": True}
