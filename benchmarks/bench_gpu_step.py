@@ -26,7 +26,7 @@ from bench_kernels import timed  # sibling scripts (run as benchmarks/bench_gpu_
 from bench_step import one_row
 from torch import nn
 
-from vqbench.adapters._diffusers import match_rules
+from vqbench.adapters.base import match_rules
 from vqbench.adapters.cogvideox import CogVideoXAdapter
 from vqbench.registry import QUANTIZERS
 from vqbench.types import QuantTarget

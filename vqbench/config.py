@@ -20,6 +20,9 @@ import yaml
 
 from vqbench.types import DIGEST_LENGTH, digest
 
+OFFLOAD_MODES: tuple[str, ...] = ("none", "model", "sequential")
+STEP_PROGRESS: tuple[str, ...] = ("auto", "on", "off")
+
 
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the field."""
@@ -33,6 +36,10 @@ class ModelSpec:
     path: str | None = None  # local directory or file; None = the adapter's default
     dtype: str = "float32"
     device: str = "cpu"
+    offload: str = "none"  # none | model | sequential (diffusers CPU offload; GPU only)
+    vae_tiling: bool = False  # decode in tiles (big frames, less memory)
+    vae_slicing: bool = False  # decode one sample at a time
+    step_progress: str = "auto"  # auto | on | off: a bar over sampling steps (never if quiet)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Prompt suites: JSONL files with one prompt per line and their provenance.
 
 Each line holds ``id`` and ``text`` (required) and optionally ``scene`` (VBench scene tag),
-``class``, ``attributes`` (a mapping), ``source`` and ``license``. A suite is named by its
-file stem in ``prompts/`` (for example ``mini_eval``) or given as a path.
+``class``, ``attributes`` (a mapping), ``image`` (the conditioning image of image-to-video
+models: a path, relative to the suite file or absolute), ``source`` and ``license``. A suite
+is named by its file stem in ``prompts/`` (for example ``mini_eval``) or given as a path.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Prompt:
     attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     source: str | None = None
     license: str | None = None
+    image: str | None = None  # absolute path of the conditioning image (image-to-video)
 
 
 def prompts_dirs() -> list[Path]:
@@ -93,6 +95,13 @@ def load_prompts(
             raise ConfigError(f"{field_name}: {path}:{lineno}: each line needs a 'text' field")
         pid = str(d.get("id", f"{path.stem}-{lineno:04d}"))
         check_name(pid, f"{field_name}: {path}:{lineno}: id")
+        image = d.get("image")
+        if image is not None:
+            img = Path(str(image))
+            img = img if img.is_absolute() else path.parent / img
+            if not img.is_file():
+                raise ConfigError(f"{field_name}: {path}:{lineno}: image not found: {img}")
+            image = str(img.resolve())
         out.append(
             Prompt(
                 id=pid,
@@ -102,6 +111,7 @@ def load_prompts(
                 attributes=dict(d.get("attributes") or {}),
                 source=d.get("source"),
                 license=d.get("license"),
+                image=image,
             )
         )
     if not out:
@@ -120,4 +130,6 @@ def prompts_hash(prompts: list[Prompt]) -> str:
     h = hashlib.sha256()
     for p in prompts:
         h.update(f"{p.id}\t{p.text}\n".encode())
+        if p.image is not None:  # the image's content, not its path
+            h.update(hashlib.sha256(Path(p.image).read_bytes()).hexdigest().encode())
     return h.hexdigest()[:12]

@@ -1,20 +1,18 @@
-"""Shared machinery of the diffusers adapters (Latte, CogVideoX, Wan).
+"""Shared machinery of the diffusers adapters.
 
-- offline text stack for tiny pipelines: a WordLevel tokenizer built with ``tokenizers`` and a
-  random ``T5EncoderModel``, both identical in every process;
-- :class:`DiffusersAdapter`: loading (local directory only), batched deterministic generation,
-  trajectory capture through a forward hook on the transformer, the calibration forward, and
-  rule-based layer roles and token layouts. Subclasses add the model's call signature,
-  geometry and module-name rules; ``Tiny*`` subclasses only override :meth:`build_pipeline`.
+:class:`DiffusersAdapter`: loading (a local folder, checked and digested, or a tiny random
+pipeline), batched deterministic generation, trajectory capture of every denoiser input
+(:mod:`vqbench.adapters._capture`), the calibration replay, and rule-based layer roles and
+token layouts. Subclasses add the model's geometry, module-name rules and, where needed,
+its text handling; ``Tiny*`` subclasses add :meth:`~DiffusersAdapter.build_random` and a
+:class:`~vqbench.adapters.base.TinyConfig`.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import logging
-import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,126 +20,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from vqbench.adapters.base import DTYPE_MAP, ModelAdapter
+from vqbench.adapters import identity
+from vqbench.adapters._capture import KW, Recorder
+from vqbench.adapters.base import DTYPE_MAP, ModelAdapter, match_rules
+from vqbench.adapters.options import StepProgress
 from vqbench.config import GenerationSpec
-from vqbench.types import ROLES, CalibrationSet, TokenLayout, Video
+from vqbench.types import ROLES, CalibrationSet, NonFiniteError, TokenLayout, Video
 
 logger = logging.getLogger(__name__)
-
-TINY_SEED = 0
-TEXT_DIM = 32
-
-_WORDS = """
-a an the and or with of in on at to from into over under near by through across around
-along behind above below between while is are its their his her very slowly quickly fast
-slow small large big tiny huge bright dark light red green blue yellow orange purple pink
-white black gray grey brown gold silver colorful circle square triangle star ball cube box
-shape shapes line dot ring moves moving move rotates rotating spins spinning bounces
-bouncing falls falling rises rising flies flying runs running walks walking swims swimming
-jumps jumping drifts drifting grows shrinks left right up down top bottom center background
-foreground scene sky sea ocean water river lake beach sand mountain mountains forest tree
-trees grass flower flowers field city street road car cars train boat bird birds fish cat
-dog horse person man woman child people crowd house building room window door table night
-day sunset sunrise sun moon cloud clouds rain snow fire smoke wind camera view close wide
-shot video frame style realistic cinematic cartoon painting high quality detailed beautiful
-""".split()
-
-
-def word_vocab() -> dict[str, int]:
-    """The tiny tokenizer's vocabulary: T5 specials first (pad=0, eos=1, unk=2), then words."""
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for w in _WORDS:
-        vocab.setdefault(w, len(vocab))
-    return vocab
-
-
-def offline_tokenizer(model_max_length: int = 512) -> Any:
-    """Word-level T5-style tokenizer: lowercase, whitespace/punctuation split, appends ``</s>``."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = word_vocab()
-    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        model_max_length=model_max_length,
-    )
-
-
-def tiny_t5(d_model: int = TEXT_DIM) -> Any:
-    """A random one-layer ``T5EncoderModel`` matching :func:`offline_tokenizer` (seeded)."""
-    from transformers import T5Config, T5EncoderModel
-
-    cfg = T5Config(
-        vocab_size=len(word_vocab()),
-        d_model=d_model,
-        d_ff=2 * d_model,
-        d_kv=8,
-        num_heads=d_model // 8,
-        num_layers=1,
-        relative_attention_num_buckets=8,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    with seeded(TINY_SEED):
-        return T5EncoderModel(cfg).eval()
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed torch for random weight init without disturbing the caller's RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def default_model_dir(hub_id: str) -> Path:
     """Where a real pipeline is looked for when no path is given."""
-    root = os.environ.get("VQBENCH_CACHE_DIR") or os.path.join("~", ".cache", "vqbench")
-    return Path(root).expanduser() / "models" / hub_id.split("/")[-1]
+    return identity.cache_root() / "models" / hub_id.split("/")[-1]
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """Float frames in [0, 1] -> uint8 (clipped, rounded)."""
+    """Float frames in [0, 1] -> uint8 (clipped, rounded); ``NonFiniteError`` on NaN or inf
+    (a NaN frame would otherwise become black and score as a match)."""
+    if not np.isfinite(frames).all():
+        raise NonFiniteError(
+            f"decoded video has {int((~np.isfinite(frames)).sum())} non-finite values"
+        )
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
-def match_rules(name: str, rules: list[tuple[str, Any]]) -> Any:
-    """Value of the first fnmatch rule matching ``name``; ``None`` if none does."""
-    for pattern, value in rules:
-        if fnmatch.fnmatchcase(name, pattern):
-            return value
-    return None
-
-
-class _Recorder:
-    """Collects transformer calls during a pipeline run (see :meth:`DiffusersAdapter.capture`)."""
-
-    def __init__(self, every_k: int) -> None:
-        self.every_k = every_k
-        self.step = 0
-        self.call_in_step = 0
-        self.sample_ids: list[int] = []
-        self.rows: list[dict[str, Any]] = []
-
-    def on_step_end(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        self.step = i + 1
-        self.call_in_step = 0
-        return {}
-
-
 class DiffusersAdapter(ModelAdapter):
-    """A diffusers text-to-video pipeline behind the :class:`ModelAdapter` contract."""
+    """A diffusers video pipeline behind the :class:`ModelAdapter` contract."""
 
     hub_id: str = ""
     pipeline_cls: str = ""  # attribute name in ``diffusers``
@@ -149,36 +54,75 @@ class DiffusersAdapter(ModelAdapter):
     max_sequence_length: int | None = None  # passed to pipelines that take it
     #: (fnmatch pattern, role) rules over qualified ``nn.Linear`` names, first match wins
     role_rules: list[tuple[str, str]] = []
+    #: pipeline components that are denoisers, in sampling order (absent ones are skipped)
+    denoiser_names: tuple[str, ...] = ("transformer",)
+    #: the denoiser's argument names for the latents, the timestep and the text embedding
+    input_names: tuple[str, str, str] = ("hidden_states", "timestep", "encoder_hidden_states")
+    #: denoiser inputs recomputed at replay by :meth:`derived_inputs` instead of stored
+    derived_kwargs: tuple[str, ...] = ()
 
     def __init__(self, path: str | None = None) -> None:
         super().__init__(path)
         self.pipe: Any = None
+        self._info: dict[str, Any] = {}
+        self._constants: dict[str, Any] = {}
+        self._text_repeat = 1
 
     # ---- loading ---------------------------------------------------------------------------
-    def build_pipeline(self, dtype: torch.dtype) -> Any:
-        """Load the real pipeline from a local directory (never downloads)."""
+    def build_random(self, dtype: torch.dtype) -> Any:
+        """The tiny random pipeline (``Tiny*`` adapters only)."""
+        raise NotImplementedError(f"{self.name}: no random pipeline")
+
+    def _missing(self, path: Path) -> identity.ModelPathError:
+        if self.tiny is not None:
+            return identity.ModelPathError(
+                f"model.path: {path} is not a saved {self.pipeline_cls} folder "
+                f"(model_index.json missing); omit model.path for the random {self.name}"
+            )
+        return identity.ModelPathError(
+            f"model.path: no diffusers pipeline at {str(path)!r} (model_index.json missing); "
+            f"get the Hugging Face repo {self.hub_id!r} with `hf download {self.hub_id} "
+            f"--local-dir {path}` and pass it as model.path (default location: "
+            f"{default_model_dir(self.hub_id)})"
+        )
+
+    def load_folder(self, path: Path, dtype: torch.dtype) -> Any:
+        """Check, digest and load a local pipeline folder (never downloads)."""
         import diffusers
 
-        path = Path(self.path) if self.path else default_model_dir(self.hub_id)
+        from vqbench.adapters import adapter_for_pipeline
+
         if not (path / "model_index.json").is_file():
-            raise FileNotFoundError(
-                f"{self.name}: no diffusers pipeline at {str(path)!r} (model_index.json missing). "
-                f"Download the Hugging Face repo {self.hub_id!r}, e.g. `huggingface-cli download "
-                f"{self.hub_id} --local-dir {path}`, and pass it as model.path (default location: "
-                f"{default_model_dir(self.hub_id)})."
-            )
-        self.path = str(path)
+            raise self._missing(path)
+        hint = adapter_for_pipeline(identity.read_model_index(path)["_class_name"])
+        identity.check_pipeline_class(path, self.pipeline_cls, self.name, hint)
+        files = identity.folder_digest(path)
+        model_id, revision = identity.identity(self.pipeline_cls, files)
+        self._info = {"id": model_id, "revision": revision, "snapshot": identity.hub_snapshot(path)}
         cls = getattr(diffusers, self.pipeline_cls)
         return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
 
+    def build_pipeline(self, dtype: torch.dtype) -> Any:
+        """A local folder (``self.path`` or the default location), or the tiny random model."""
+        if self.path is None and self.tiny is not None:
+            pipe = self.build_random(dtype)
+            self._info = identity.random_identity(self.pipeline_cls, type(self).__name__, pipe)
+            return pipe
+        path = Path(self.path) if self.path else default_model_dir(self.hub_id)
+        if not path.exists():
+            raise self._missing(path)
+        pipe = self.load_folder(path, dtype)
+        self.path = str(path)
+        return pipe
+
     def load(self, device: str = "cpu", dtype: str = "float32") -> None:
-        """Build or load the pipeline onto ``device`` in ``dtype``."""
+        """Build or load the pipeline onto ``device`` in ``dtype`` (with the model options)."""
         if dtype not in DTYPE_MAP:
             raise ValueError(f"model.dtype: must be one of {sorted(DTYPE_MAP)}, got {dtype!r}")
         self.device = torch.device(device)
         self.dtype = DTYPE_MAP[dtype]
         pipe = self.build_pipeline(self.dtype)
-        pipe.to(self.device)
+        self.options.apply(pipe, self.device)
         pipe.set_progress_bar_config(disable=True)
         for component in pipe.components.values():
             if isinstance(component, nn.Module):
@@ -190,24 +134,31 @@ class DiffusersAdapter(ModelAdapter):
             raise RuntimeError(f"{self.name}: call load() first")
         return self.pipe
 
+    def denoisers(self) -> dict[str, nn.Module]:
+        """The pipeline's denoiser components that are present, in sampling order."""
+        pipe = self._pipeline()
+        out = {n: getattr(pipe, n, None) for n in self.denoiser_names}
+        return {n: m for n, m in out.items() if m is not None}
+
     def denoiser(self) -> nn.Module:
-        return self._pipeline().transformer
+        return next(iter(self.denoisers().values()))
 
     def scheduler_timesteps(self) -> torch.Tensor | None:
         """The pipeline scheduler's timesteps for the current sampling run."""
         return getattr(self._pipeline().scheduler, "timesteps", None)
 
     def model_info(self) -> dict[str, Any]:
-        revision = None
-        if self.path and Path(self.path).parent.name == "snapshots":  # an HF cache snapshot
-            revision = Path(self.path).name
-        return {
-            "id": self.hub_id or self.name,
+        """Id and revision from the folder's digest (or the tiny model's config and seed)."""
+        info = {
+            "id": self._info.get("id", self.pipeline_cls),
             "name": self.name,
             "path": self.path,
-            "revision": revision,
+            "revision": self._info.get("revision"),
+            "class_name": self.pipeline_cls,
             "dtype": str(self.dtype).replace("torch.", ""),
         }
+        info.update({k: v for k, v in self._info.items() if k not in info and v is not None})
+        return info
 
     # ---- model-specific hooks (subclasses) -------------------------------------------------
     def geometry_kwargs(self, spec: GenerationSpec) -> dict[str, Any]:
@@ -220,16 +171,36 @@ class DiffusersAdapter(ModelAdapter):
 
     def text_groups(self, prompts: list[str], cfg: bool) -> list[tuple[list[int], dict[str, Any]]]:
         """Split a batch into pipeline calls: (indices, text kwargs) per call."""
-        kw: dict[str, Any] = {
-            "prompt": prompts,
-            "negative_prompt": [self.negative_prompt] * len(prompts),
-        }
+        kw: dict[str, Any] = {"prompt": prompts}
+        if cfg:
+            kw["negative_prompt"] = [self.negative_prompt] * len(prompts)
         if self.text_seq_len() is not None:
             kw["max_sequence_length"] = self.text_seq_len()
         return [(list(range(len(prompts))), kw)]
 
+    def image_kwargs(self, images: list[str | None]) -> dict[str, Any]:
+        """Pipeline kwargs for the conditioning images of one call (image-to-video only)."""
+        if not self.needs_image:
+            return {}
+        if any(i is None for i in images):
+            raise ValueError(
+                f"generation.prompts: model.name={self.name} is image-to-video; give every "
+                "prompt an 'image' field (a path relative to the suite file)"
+            )
+        from PIL import Image
+
+        loaded = []
+        for path in images:
+            with Image.open(str(path)) as im:
+                loaded.append(im.convert("RGB"))
+        return {"image": loaded}
+
+    def call_kwargs(self, spec: GenerationSpec) -> dict[str, Any]:
+        """Pipeline kwargs beyond text and geometry (guidance, steps)."""
+        return {"num_inference_steps": int(spec.steps), "guidance_scale": float(spec.guidance)}
+
     def row_kinds(self, call_in_step: int, n: int, cfg: bool) -> tuple[list[bool], list[int]]:
-        """(is_uncond, sample index in the call) for each batch row of a transformer call.
+        """(is_uncond, sample index in the call) for each batch row of a denoiser call.
 
         Default: CFG batched as ``[uncond, cond]`` in one call (Latte, CogVideoX).
         """
@@ -238,13 +209,9 @@ class DiffusersAdapter(ModelAdapter):
         half = n // 2
         return [True] * half + [False] * half, list(range(half)) * 2
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """One denoiser call with the model's signature; returns ``.sample``."""
-        raise NotImplementedError
-
-    def latent_grid(self, spec: GenerationSpec) -> tuple[int, int, int]:
-        """Latent token grid (F, H tokens, W tokens) after VAE compression and patchify."""
-        raise NotImplementedError
+    def derived_inputs(self, module: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Denoiser inputs of :attr:`derived_kwargs`, recomputed from the replayed ones."""
+        return {}
 
     def layout_rules(self, spec: GenerationSpec) -> list[tuple[str, TokenLayout]]:
         """(fnmatch pattern, input layout) rules; unmatched linears get ``none``."""
@@ -259,13 +226,17 @@ class DiffusersAdapter(ModelAdapter):
         output_type: str,
         on_call: Callable[[list[int]], None] | None = None,
         callback: Callable[..., dict[str, Any]] | None = None,
+        images: list[str | None] | None = None,
     ) -> Iterator[tuple[list[int], Any]]:
         """Run the pipeline over batches; yield (global indices, output) per pipeline call."""
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        images = list(images) if images is not None else [None] * len(prompts)
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
         pipe = self._pipeline()
         spec = self.resolve(spec)
-        cfg = float(spec.guidance) > 1.0
+        cfg = self.uses_cfg(spec)
         for start in range(0, len(prompts), spec.batch_size):
             batch = list(range(start, min(start + spec.batch_size, len(prompts))))
             for local, text_kw in self.text_groups([prompts[i] for i in batch], cfg):
@@ -274,17 +245,18 @@ class DiffusersAdapter(ModelAdapter):
                 gens = [torch.Generator().manual_seed(int(seeds[i])) for i in idx]
                 if on_call is not None:
                     on_call(idx)
-                extra = {"callback_on_step_end": callback} if callback is not None else {}
-                out = pipe(
-                    **text_kw,
-                    **self.geometry_kwargs(spec),
-                    **extra,
-                    num_inference_steps=int(spec.steps),
-                    guidance_scale=float(spec.guidance),
-                    generator=gens,
-                    output_type=output_type,
-                    return_dict=False,
-                )[0]
+                with StepProgress(self.options, int(spec.steps), len(idx), callback) as cb:
+                    extra = {"callback_on_step_end": cb} if cb is not None else {}
+                    out = pipe(
+                        **self.image_kwargs([images[i] for i in idx]),
+                        **text_kw,
+                        **self.geometry_kwargs(spec),
+                        **self.call_kwargs(spec),
+                        **extra,
+                        generator=gens,
+                        output_type=output_type,
+                        return_dict=False,
+                    )[0]
                 yield idx, out
 
     def generate(
@@ -293,12 +265,13 @@ class DiffusersAdapter(ModelAdapter):
         seeds: list[int],
         spec: GenerationSpec,
         progress: Callable[[int], None] | None = None,
+        images: list[str | None] | None = None,
     ) -> list[Video]:
         """One uint8 video per (prompt, seed); per-sample generators make it batch-independent."""
         fps = float(self.resolve(spec).fps)
         videos: list[Video | None] = [None] * len(prompts)
         with self.announce_steps():
-            for idx, frames in self._run(prompts, seeds, spec, "np"):
+            for idx, frames in self._run(prompts, seeds, spec, "np", images=images):
                 frames = np.asarray(frames, dtype=np.float32)  # [B, T, H, W, 3] in [0, 1]
                 for j, i in enumerate(idx):
                     videos[i] = Video(to_uint8(frames[j]), fps=fps)
@@ -313,94 +286,92 @@ class DiffusersAdapter(ModelAdapter):
         seeds: list[int],
         spec: GenerationSpec,
         every_k_steps: int = 1,
+        images: list[str | None] | None = None,
     ) -> CalibrationSet:
-        """FP sampling with a forward hook on the transformer; cond and uncond rows per step."""
+        """FP sampling with forward hooks on every denoiser; all call inputs, per row."""
         if every_k_steps < 1 or not prompts:
             raise ValueError("capture needs at least one prompt and every_k_steps >= 1")
         spec = self.resolve(spec)
-        cfg = float(spec.guidance) > 1.0
-        rec = _Recorder(every_k_steps)
-
-        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
-            call = rec.call_in_step
-            rec.call_in_step += 1
-            if rec.step % rec.every_k:
-                return
-            # all three pipelines call their transformer with these keyword arguments
-            x, t = kwargs["hidden_states"], kwargs["timestep"]
-            text = kwargs["encoder_hidden_states"]
-            out = output[0] if isinstance(output, tuple) else output.sample
-            n = x.shape[0]
-            t = t.reshape(-1).expand(n) if t.numel() == 1 else t
-            uncond, local = self.row_kinds(call, n, cfg)
-            for r in range(n):
-                rec.rows.append(
-                    {
-                        "latents": x[r].detach().float().cpu(),
-                        "timesteps": t[r].detach().cpu(),
-                        "text": text[r].detach().float().cpu(),
-                        "outputs": out[r].detach().float().cpu(),
-                        "step_index": rec.step,
-                        "prompt_index": rec.sample_ids[local[r]],
-                        "is_uncond": uncond[r],
-                    }
-                )
-
-        def on_call(idx: list[int]) -> None:
-            rec.sample_ids, rec.step, rec.call_in_step = idx, 0, 0
-
-        handle = self.denoiser().register_forward_hook(hook, with_kwargs=True)
+        rec = Recorder(
+            every_k_steps,
+            self.input_names,
+            self.derived_kwargs,
+            self.row_kinds,
+            self.uses_cfg(spec),
+        )
+        handles = [
+            m.register_forward_hook(rec.hook, with_kwargs=True) for m in self.denoisers().values()
+        ]
         try:
-            for _ in self._run(prompts, seeds, spec, "latent", on_call, rec.on_step_end):
+            calls = self._run(prompts, seeds, spec, "latent", rec.new_call, rec.on_step_end, images)
+            for _ in calls:
                 pass
         finally:
-            handle.remove()
-        return self._to_calibration_set(rec.rows, spec, every_k_steps)
+            for h in handles:
+                h.remove()
+        meta = {
+            "model": self.name,
+            "steps": int(spec.steps),
+            "guidance": float(spec.guidance),
+            "every_k_steps": every_k_steps,
+            "frames": int(spec.frames),
+            "height": int(spec.height),
+            "width": int(spec.width),
+        }
+        calib = rec.calibration_set(meta)
+        self._bind(calib)
+        return calib
 
-    def _to_calibration_set(
-        self, rows: list[dict[str, Any]], spec: GenerationSpec, every_k: int
-    ) -> CalibrationSet:
-        rows = sorted(rows, key=lambda r: (r["prompt_index"], r["step_index"], r["is_uncond"]))
-        max_len = max(r["text"].shape[0] for r in rows)
-        text = torch.zeros(len(rows), max_len, rows[0]["text"].shape[-1])
-        for i, r in enumerate(rows):
-            text[i, : r["text"].shape[0]] = r["text"]
-        return CalibrationSet(
-            latents=torch.stack([r["latents"] for r in rows]),
-            timesteps=torch.stack([r["timesteps"] for r in rows]),
-            text=text,
-            outputs=torch.stack([r["outputs"] for r in rows]),
-            step_index=torch.tensor([r["step_index"] for r in rows]),
-            prompt_index=torch.tensor([r["prompt_index"] for r in rows]),
-            is_uncond=torch.tensor([r["is_uncond"] for r in rows]),
-            extra={"text_len": torch.tensor([r["text"].shape[0] for r in rows])},
-            meta={
-                "model": self.name,
-                "steps": int(spec.steps),
-                "guidance": float(spec.guidance),
-                "every_k_steps": every_k,
-                "frames": int(spec.frames),
-                "height": int(spec.height),
-                "width": int(spec.width),
-            },
-        )
+    def _bind(self, calib: CalibrationSet) -> None:
+        """Take the constant call inputs of ``calib`` for replay."""
+        self._constants = dict(calib.meta.get("call_kwargs", {}))
+        self._text_repeat = int(calib.meta.get("text_repeat", 1))
+
+    def calibration_for(self, name: str, calib: CalibrationSet) -> CalibrationSet:
+        """The rows denoiser ``name`` serves; binds the set's constant call inputs for replay."""
+        rows = super().calibration_for(name, calib)
+        self._bind(calib)
+        return rows
 
     def calib_forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Denoiser output for a calibration batch, in float32, shaped like ``batch['outputs']``.
+        """Primary denoiser output for a calibration batch, float32, shaped like ``outputs``."""
+        return self._replay(batch, self.denoiser())
+
+    def forward_for(self, name: str) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+        if name == next(iter(self.denoisers())):
+            return self.calib_forward
+        return functools.partial(self._replay, module=self.denoisers()[name])
+
+    def _cast(self, v: torch.Tensor) -> torch.Tensor:
+        return v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
+
+    def _replay(self, batch: dict[str, torch.Tensor], module: nn.Module) -> torch.Tensor:
+        """Replay captured calls on ``module``; gradients flow (training-based methods).
 
         Rows whose text was shorter than the padded width (``text_len``) run with their text
-        truncated, exactly as during sampling. Gradients flow (for training-based methods).
+        truncated, exactly as during sampling.
         """
-        x = batch["latents"].to(self.device, self.dtype)
-        t = batch["timesteps"].to(self.device)
-        text = batch["text"].to(self.device, self.dtype)
+        lat, tim, txt = self.input_names
+        x = self._cast(batch["latents"])
+        t = batch.get(KW + tim, batch["timesteps"]).to(self.device)
+        text = self._cast(batch["text"])
+        kw = {k[len(KW) :]: self._cast(v) for k, v in batch.items() if k.startswith(KW)}
+        kw.pop(tim, None)
+
+        def call(sel: torch.Tensor | slice, length: int) -> torch.Tensor:
+            inputs = {**self._constants, **{k: v[sel] for k, v in kw.items()}}
+            cond = text[sel, :length].repeat_interleave(self._text_repeat, 0)
+            inputs.update({lat: x[sel], tim: t[sel], txt: cond})
+            inputs.update(self.derived_inputs(module, inputs))
+            return module(**inputs, return_dict=False)[0].float()
+
         lens = batch.get("text_len")
         if lens is None or bool((lens == text.shape[1]).all()):
-            return self.denoise(x, t, text).float()
+            return call(slice(None), text.shape[1])
         out: torch.Tensor | None = None
         for length in lens.unique().tolist():
             sel = (lens == length).nonzero().flatten().to(self.device)
-            y = self.denoise(x[sel], t[sel], text[sel, : int(length)]).float()
+            y = call(sel, int(length))
             if out is None:
                 out = y.new_zeros((x.shape[0], *y.shape[1:]))
             out = out.index_copy(0, sel, y)

@@ -15,13 +15,9 @@ from typing import Any
 
 import torch
 
-from vqbench.adapters._diffusers import (
-    TEXT_DIM,
-    DiffusersAdapter,
-    offline_tokenizer,
-    seeded,
-    tiny_t5,
-)
+from vqbench.adapters._diffusers import DiffusersAdapter
+from vqbench.adapters._tiny import TEXT_DIM, offline_tokenizer, seeded, tiny_t5
+from vqbench.adapters.base import TinyConfig
 from vqbench.config import GenerationSpec
 from vqbench.types import TokenLayout
 
@@ -32,6 +28,8 @@ class CogVideoXAdapter(DiffusersAdapter):
     name = "cogvideox"
     hub_id = "THUDM/CogVideoX-2b"
     pipeline_cls = "CogVideoXPipeline"
+    latent_frame_axis = 0  # latents [F, C, H, W]
+    derived_kwargs = ("image_rotary_emb",)
     defaults = {"steps": 50, "guidance": 6.0, "frames": 49, "height": 480, "width": 720, "fps": 8.0}
     role_rules = [
         ("transformer_blocks.*.attn1.*", "spatial_attn"),
@@ -46,27 +44,23 @@ class CogVideoXAdapter(DiffusersAdapter):
 
     def text_seq_len(self) -> int:
         """Text tokens per prompt: the transformer's ``max_text_seq_length`` (226 for 2b/5b)."""
-        return int(self._pipeline().transformer.config.max_text_seq_length)
+        return int(self.denoiser().config.max_text_seq_length)
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def derived_inputs(self, module: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Rotary embeddings of the latent grid (recomputed, as the pipeline does)."""
         pipe = self._pipeline()
-        rotary = None
-        if pipe.transformer.config.use_rotary_positional_embeddings:
-            s = pipe.vae_scale_factor_spatial
-            rotary = pipe._prepare_rotary_positional_embeddings(
-                x.shape[-2] * s, x.shape[-1] * s, x.shape[1], x.device
-            )
-        return pipe.transformer(
-            hidden_states=x,
-            encoder_hidden_states=text,
-            timestep=t,
-            image_rotary_emb=rotary,
-            return_dict=False,
-        )[0]
+        if not module.config.use_rotary_positional_embeddings:
+            return {"image_rotary_emb": None}
+        x = kwargs["hidden_states"]
+        s = pipe.vae_scale_factor_spatial
+        rotary = pipe._prepare_rotary_positional_embeddings(
+            x.shape[-2] * s, x.shape[-1] * s, x.shape[1], x.device
+        )
+        return {"image_rotary_emb": rotary}
 
     def latent_grid(self, spec: GenerationSpec) -> tuple[int, int, int]:
         pipe = self._pipeline()
-        cfg = pipe.transformer.config
+        cfg = self.denoiser().config
         f = (int(spec.frames) - 1) // pipe.vae_scale_factor_temporal + 1
         if cfg.patch_size_t is not None:
             f = -(-f // cfg.patch_size_t)
@@ -97,63 +91,103 @@ class TinyCogVideoXAdapter(CogVideoXAdapter):
     """Random-weight CogVideoX of the real classes (width 32, 3 latent frames of 4x4 tokens)."""
 
     name = "tiny-cogvideox"
-    hub_id = ""
+    tiny = TinyConfig(
+        geometry=(3, 16, 16),
+        probes=("transformer_blocks.0.attn1.to_q",),
+        real="cogvideox",
+    )
     text_tokens = 16
     defaults = {"steps": 4, "guidance": 6.0, "frames": 9, "height": 32, "width": 32, "fps": 8.0}
 
-    def build_pipeline(self, dtype: torch.dtype) -> Any:
-        from diffusers import (
-            AutoencoderKLCogVideoX,
-            CogVideoXDDIMScheduler,
-            CogVideoXPipeline,
-            CogVideoXTransformer3DModel,
-        )
+    def build_random(self, dtype: torch.dtype) -> Any:
+        return tiny_cogvideox_pipeline(self.text_tokens, dtype)
 
-        with seeded(0):
-            transformer = CogVideoXTransformer3DModel(
-                num_attention_heads=2,
-                attention_head_dim=16,  # rotary needs head_dim % 16 == 0
-                in_channels=4,
-                out_channels=4,
-                time_embed_dim=16,
-                text_embed_dim=TEXT_DIM,
-                num_layers=2,
-                sample_width=8,
-                sample_height=8,
-                sample_frames=9,
-                patch_size=2,
-                temporal_compression_ratio=4,
-                max_text_seq_length=self.text_tokens,
-                use_rotary_positional_embeddings=True,
-            )
-        with seeded(0):
-            vae = AutoencoderKLCogVideoX(
-                in_channels=3,
-                out_channels=3,
-                down_block_types=("CogVideoXDownBlock3D",) * 3,
-                up_block_types=("CogVideoXUpBlock3D",) * 3,
-                block_out_channels=(8, 8, 16),
-                latent_channels=4,
-                layers_per_block=1,
-                norm_num_groups=2,
-                temporal_compression_ratio=4,
-                sample_height=32,
-                sample_width=32,
-            )
-        scheduler = CogVideoXDDIMScheduler(
-            beta_schedule="scaled_linear",
-            beta_end=0.012,
-            clip_sample=False,
-            prediction_type="v_prediction",
-            rescale_betas_zero_snr=True,
-            snr_shift_scale=3.0,
-            timestep_spacing="trailing",
+
+class CogVideoXI2VAdapter(CogVideoXAdapter):
+    """CogVideoX image-to-video (THUDM/CogVideoX-5b-I2V): the prompt's image as first frame.
+
+    The pipeline concatenates the image latents to the noisy latents along channels, so the
+    captured latent rows (``[F, 2C, H, W]``) carry the image conditioning and the replay
+    needs nothing else.
+    """
+
+    name = "cogvideox-i2v"
+    hub_id = "THUDM/CogVideoX-5b-I2V"
+    pipeline_cls = "CogVideoXImageToVideoPipeline"
+    needs_image = True
+
+
+class TinyCogVideoXI2VAdapter(CogVideoXI2VAdapter):
+    """Random CogVideoX I2V of the real classes (tiny-cogvideox's geometry)."""
+
+    name = "tiny-cogvideox-i2v"
+    tiny = TinyConfig(
+        geometry=(3, 16, 16),
+        probes=("transformer_blocks.0.attn1.to_q",),
+        real="cogvideox-i2v",
+    )
+    text_tokens = 16
+    defaults = TinyCogVideoXAdapter.defaults
+
+    def build_random(self, dtype: torch.dtype) -> Any:
+        return tiny_cogvideox_pipeline(self.text_tokens, dtype, i2v=True)
+
+
+def tiny_cogvideox_pipeline(text_tokens: int, dtype: torch.dtype, i2v: bool = False) -> Any:
+    """A random CogVideoX (or CogVideoX I2V: latent channels doubled) pipeline."""
+    import diffusers
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXTransformer3DModel,
+    )
+
+    with seeded(0):
+        transformer = CogVideoXTransformer3DModel(
+            num_attention_heads=2,
+            attention_head_dim=16,  # rotary needs head_dim % 16 == 0
+            in_channels=8 if i2v else 4,
+            out_channels=4,
+            time_embed_dim=16,
+            text_embed_dim=TEXT_DIM,
+            num_layers=2,
+            sample_width=8,
+            sample_height=8,
+            sample_frames=9,
+            patch_size=2,
+            temporal_compression_ratio=4,
+            max_text_seq_length=text_tokens,
+            use_rotary_positional_embeddings=True,
         )
-        pipe = CogVideoXPipeline(
-            tokenizer=offline_tokenizer(self.text_tokens),
-            text_encoder=tiny_t5(),
-            vae=vae,
-            transformer=transformer,
-            scheduler=scheduler,
+    with seeded(0):
+        vae = AutoencoderKLCogVideoX(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("CogVideoXDownBlock3D",) * 3,
+            up_block_types=("CogVideoXUpBlock3D",) * 3,
+            block_out_channels=(8, 8, 16),
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=2,
+            temporal_compression_ratio=4,
+            sample_height=32,
+            sample_width=32,
         )
-        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+    scheduler = CogVideoXDDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_end=0.012,
+        clip_sample=False,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        snr_shift_scale=3.0,
+        timestep_spacing="trailing",
+    )
+    cls = "CogVideoXImageToVideoPipeline" if i2v else "CogVideoXPipeline"
+    pipe = getattr(diffusers, cls)(
+        tokenizer=offline_tokenizer(text_tokens),
+        text_encoder=tiny_t5(),
+        vae=vae,
+        transformer=transformer,
+        scheduler=scheduler,
+    )
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)

@@ -16,17 +16,25 @@ from typing import Any
 
 import torch
 
-from vqbench.adapters._diffusers import (
-    TEXT_DIM,
-    DiffusersAdapter,
-    offline_tokenizer,
-    seeded,
-    tiny_t5,
-)
+from vqbench.adapters._diffusers import DiffusersAdapter
+from vqbench.adapters._tiny import TEXT_DIM, offline_tokenizer, seeded, tiny_t5
+from vqbench.adapters.base import TinyConfig
 from vqbench.config import GenerationSpec
 from vqbench.types import TokenLayout
 
 TINY_FRAMES = 8
+
+#: roles of ``LatteTransformer3DModel`` linears (the mini world's generator shares them)
+LATTE_ROLE_RULES: list[tuple[str, str]] = [
+    ("transformer_blocks.*.attn2.*", "cross_attn"),
+    ("transformer_blocks.*.attn1.*", "spatial_attn"),
+    ("temporal_transformer_blocks.*.attn1.*", "temporal_attn"),
+    ("*transformer_blocks.*.ff.*", "mlp"),
+    ("adaln_single.*", "timestep_embed"),
+    ("caption_projection.*", "embed"),
+    ("pos_embed.*", "embed"),
+    ("proj_out", "final"),
+]
 
 
 class LatteAdapter(DiffusersAdapter):
@@ -36,16 +44,7 @@ class LatteAdapter(DiffusersAdapter):
     hub_id = "maxin-cn/Latte-1"
     pipeline_cls = "LattePipeline"
     defaults = {"steps": 50, "guidance": 7.5, "frames": 16, "height": 512, "width": 512, "fps": 8.0}
-    role_rules = [
-        ("transformer_blocks.*.attn2.*", "cross_attn"),
-        ("transformer_blocks.*.attn1.*", "spatial_attn"),
-        ("temporal_transformer_blocks.*.attn1.*", "temporal_attn"),
-        ("*transformer_blocks.*.ff.*", "mlp"),
-        ("adaln_single.*", "timestep_embed"),
-        ("caption_projection.*", "embed"),
-        ("pos_embed.*", "embed"),
-        ("proj_out", "final"),
-    ]
+    role_rules = LATTE_ROLE_RULES
 
     def geometry_kwargs(self, spec: GenerationSpec) -> dict[str, Any]:
         return {
@@ -84,18 +83,9 @@ class LatteAdapter(DiffusersAdapter):
             out.append((idx, kw))
         return out
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return self.denoiser()(
-            hidden_states=x,
-            timestep=t,
-            encoder_hidden_states=text,
-            enable_temporal_attentions=True,
-            return_dict=False,
-        )[0]
-
     def latent_grid(self, spec: GenerationSpec) -> tuple[int, int, int]:
         pipe = self._pipeline()
-        p = pipe.transformer.config.patch_size
+        p = self.denoiser().config.patch_size
         f = pipe.vae_scale_factor
         return int(spec.frames), int(spec.height) // f // p, int(spec.width) // f // p
 
@@ -124,7 +114,12 @@ class TinyLatteAdapter(LatteAdapter):
     """Random-weight Latte of the real classes (width 32, 8 latent frames of 4x4 tokens)."""
 
     name = "tiny-latte"
-    hub_id = ""
+    tiny = TinyConfig(
+        geometry=(TINY_FRAMES, 16, 0),
+        roles=("spatial_attn", "temporal_attn", "cross_attn", "mlp", "final"),
+        probes=("transformer_blocks.0.attn1.to_q", "temporal_transformer_blocks.0.attn1.to_q"),
+        real="latte",
+    )
     defaults = {
         "steps": 4,
         "guidance": 7.5,
@@ -134,7 +129,7 @@ class TinyLatteAdapter(LatteAdapter):
         "fps": 8.0,
     }
 
-    def build_pipeline(self, dtype: torch.dtype) -> Any:
+    def build_random(self, dtype: torch.dtype) -> Any:
         from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline, LatteTransformer3DModel
 
         with seeded(0):

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vqbench.adapters.base import DTYPE_MAP, ModelAdapter
+from vqbench.adapters.base import DTYPE_MAP, ModelAdapter, match_rules
+from vqbench.adapters.identity import ModelPathError, identity
+from vqbench.adapters.latte import LATTE_ROLE_RULES
 from vqbench.config import GenerationSpec
 from vqbench.types import CalibrationSet, SampleContext, TokenLayout, Video
 
@@ -27,6 +29,7 @@ class MiniAdapter(ModelAdapter):
     """The embedded mini-world generator: CFG sampling with DDIM in pixel space on [-1, 1]."""
 
     name = "mini"
+    _digests: dict[str, str] = {}
     defaults: dict[str, Any] = {
         "steps": 20,
         "guidance": 1.5,
@@ -41,11 +44,16 @@ class MiniAdapter(ModelAdapter):
         from diffusers import DDIMScheduler
         from diffusers.models.transformers.latte_transformer_3d import LatteTransformer3DModel
 
+        from vqbench.mini.assets import verify_generator
         from vqbench.mini.models import MiniTextEncoder
 
         path = Path(self.path) if self.path else DEFAULT_PATH
         if not (path / "transformer").is_dir():
-            raise FileNotFoundError(f"mini generator weights not found under {path}")
+            raise ModelPathError(
+                f"model.path: no mini generator under {path} (transformer/ missing); "
+                "omit model.path for the shipped one"
+            )
+        self._digests = verify_generator(path)
         self.device, self.dtype = torch.device(device), DTYPE_MAP[dtype]
         self.transformer = (
             LatteTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=self.dtype)
@@ -131,6 +139,7 @@ class MiniAdapter(ModelAdapter):
         seeds: list[int],
         spec: GenerationSpec,
         progress: Callable[[int], None] | None = None,
+        images: list[str | None] | None = None,
     ) -> list[Video]:
         """One video per ``(prompt, seed)``; the initial noise comes from the seed alone."""
         spec = self.resolve(spec)
@@ -151,6 +160,7 @@ class MiniAdapter(ModelAdapter):
         seeds: list[int],
         spec: GenerationSpec,
         every_k_steps: int = 1,
+        images: list[str | None] | None = None,
     ) -> CalibrationSet:
         """FP sampling that records every k-th step's denoiser call, uncond and cond rows."""
         spec = self.resolve(spec)
@@ -205,33 +215,26 @@ class MiniAdapter(ModelAdapter):
 
     # ---- structure ------------------------------------------------------------------------------
     def layer_roles(self) -> dict[str, str]:
-        """Role of every ``nn.Linear`` by its Latte name."""
+        """Role of every ``nn.Linear`` by its Latte name (the Latte adapter's rules)."""
         roles: dict[str, str] = {}
         for name, mod in self.transformer.named_modules():
-            if not isinstance(mod, nn.Linear):
-                continue
-            temporal = name.startswith("temporal_transformer_blocks.")
-            if ".attn1." in name:
-                roles[name] = "temporal_attn" if temporal else "spatial_attn"
-            elif ".attn2." in name:
-                roles[name] = "cross_attn"
-            elif ".ff." in name:
-                roles[name] = "mlp"
-            elif name.startswith("adaln_single"):
-                roles[name] = "timestep_embed"
-            elif name.startswith(("caption_projection", "pos_embed")):
-                roles[name] = "embed"
-            elif name.startswith("proj_out"):
-                roles[name] = "final"
-            else:
-                raise ValueError(f"MiniAdapter: no role for linear layer {name!r}")
+            if isinstance(mod, nn.Linear):
+                role = match_rules(name, LATTE_ROLE_RULES)
+                if role is None:
+                    raise ValueError(f"MiniAdapter: no role for linear layer {name!r}")
+                roles[name] = role
         return roles
+
+    def latent_grid(self, spec: GenerationSpec) -> tuple[int, int, int]:
+        """Pixel-space tokens: (frames, H / patch, W / patch)."""
+        spec = self.resolve(spec)
+        patch = int(self.transformer.config.patch_size)
+        return int(spec.frames), int(spec.height) // patch, int(spec.width) // patch
 
     def token_layouts(self, spec: GenerationSpec) -> dict[str, TokenLayout]:
         """Input layout of every linear: spatial ``[B*F, S]``, temporal ``[B*S, F]`` or none."""
-        spec = self.resolve(spec)
-        patch = int(self.transformer.config.patch_size)
-        f, s = int(spec.frames), (int(spec.height) // patch) * (int(spec.width) // patch)
+        f, h, w = self.latent_grid(spec)
+        s = h * w
         spatial = TokenLayout("spatial", frames=f, tokens_per_frame=s)
         temporal = TokenLayout("temporal", frames=f, tokens_per_frame=s)
         none = TokenLayout("none")
@@ -257,19 +260,17 @@ class MiniAdapter(ModelAdapter):
         ]
 
     def model_info(self) -> dict[str, Any]:
-        """Identity for the run record (the generator's manifest sha256 when available)."""
+        """Identity; revision: the transformer weights' sha256.
+
+        The shipped generator keeps the id ``mini`` (the committed baselines group by it);
+        other weights get an id from class, configs and weights.
+        """
         info = super().model_info()
-        info["revision"] = _manifest_digest(Path(self.path)) if self.path else None
+        if self._digests:
+            from vqbench.mini.assets import shipped_generator_digests
+
+            shipped = self._digests == shipped_generator_digests()
+            model_id = "mini" if shipped else identity(info["class_name"], self._digests)[0]
+            weights = "transformer/diffusion_pytorch_model.safetensors"
+            info.update(id=model_id, revision=self._digests.get(weights))
         return info
-
-
-def _manifest_digest(path: Path) -> str | None:
-    """sha256 of the transformer weights listed in the assets manifest, if present."""
-    import json
-
-    manifest = path.parent / "manifest.json"
-    if not manifest.is_file():
-        return None
-    files = json.loads(manifest.read_text()).get("files", {})
-    entry = files.get(f"{path.name}/transformer/diffusion_pytorch_model.safetensors")
-    return entry["sha256"] if entry else None

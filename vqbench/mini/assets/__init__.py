@@ -22,8 +22,24 @@ MANIFEST = ASSETS / "manifest.json"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".json")
 
 
-class AssetError(RuntimeError):
+class AssetError(RuntimeError, ValueError):
     """A shipped asset is missing or does not match its manifest entry."""
+
+
+def read_manifest(path: Path = MANIFEST) -> dict[str, Any]:
+    """A manifest's ``files`` table; one-line ``ValueError`` naming the file when corrupt."""
+    try:
+        data = json.loads(path.read_text())
+        files = data["files"]
+        for rel, entry in files.items():
+            if not (isinstance(entry["sha256"], str) and isinstance(entry["size"], int)):
+                raise TypeError(f"bad entry for {rel}")
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"{path}: corrupt mini assets manifest ({type(e).__name__}: {e}); restore it "
+            "from the repository or rebuild it with `python -m vqbench.mini.assets`"
+        ) from e
+    return data
 
 
 def _sha256(path: Path) -> str:
@@ -61,26 +77,57 @@ def verify(root: Path = ASSETS, files: list[str] | None = None) -> dict[str, Any
     manifest_path = root / MANIFEST.name
     if not manifest_path.is_file():
         raise AssetError(f"mini assets: manifest not found: {manifest_path}")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     for rel, entry in manifest["files"].items():
         if files is not None and not any(rel.startswith(f) for f in files):
             continue
-        p = root / rel
-        if not p.is_file():
-            raise AssetError(f"mini assets: missing file {p}")
-        if p.stat().st_size != entry["size"] or _sha256(p) != entry["sha256"]:
-            raise AssetError(
-                f"mini assets: {p} does not match its sha256 in {manifest_path} "
-                "(re-download or retrain, then `python -m vqbench.mini.assets`)"
-            )
+        _check(root / rel, entry, manifest_path)
     return manifest
+
+
+def _check(p: Path, entry: dict[str, Any], manifest_path: Path) -> None:
+    if not p.is_file():
+        raise AssetError(f"mini assets: missing file {p} (listed in {manifest_path})")
+    if p.stat().st_size != entry["size"] or _sha256(p) != entry["sha256"]:
+        raise AssetError(
+            f"mini assets: {p} does not match its sha256 in {manifest_path} "
+            "(re-download or retrain, then `python -m vqbench.mini.assets`)"
+        )
+
+
+def shipped_generator_digests() -> dict[str, str]:
+    """Relative path -> sha256 of the shipped generator's files (from the shipped manifest)."""
+    files = read_manifest(MANIFEST)["files"]
+    prefix = "generator/"
+    return {k[len(prefix) :]: v["sha256"] for k, v in files.items() if k.startswith(prefix)}
+
+
+def verify_generator(path: Path) -> dict[str, str]:
+    """Check a generator folder (shipped or relocated ``model.path``) against its manifest.
+
+    The manifest is ``path.parent/manifest.json`` when that lists ``<path.name>/`` files (an
+    assets folder), else the shipped one (its ``generator/`` entries). Returns the folder's
+    relative path -> sha256; raises :class:`AssetError` naming the first bad file.
+    """
+    manifest_path = path.parent / MANIFEST.name
+    prefix = f"{path.name}/"
+    files = read_manifest(manifest_path)["files"] if manifest_path.is_file() else {}
+    if not any(rel.startswith(prefix) for rel in files):
+        manifest_path, prefix = MANIFEST, "generator/"
+        files = read_manifest(MANIFEST)["files"]
+    out: dict[str, str] = {}
+    for rel, entry in files.items():
+        if rel.startswith(prefix):
+            _check(path / rel[len(prefix) :], entry, manifest_path)
+            out[rel[len(prefix) :]] = entry["sha256"]
+    return out
 
 
 def available() -> bool:
     """True when the manifest and every file it lists exist (without hashing)."""
     if not MANIFEST.is_file():
         return False
-    files = json.loads(MANIFEST.read_text())["files"]
+    files = read_manifest(MANIFEST)["files"]
     return all((ASSETS / rel).is_file() for rel in files)
 
 
@@ -113,7 +160,7 @@ def load_i3d() -> Any:
     """The FVD detector: the I3D-style video network behind ``features(videos) -> [N, D]``."""
     from vqbench.mini.evaluators import MiniVideoFeatures
 
-    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {"files": {}}
+    manifest = read_manifest(MANIFEST) if MANIFEST.is_file() else {"files": {}}
     sha = manifest["files"].get("i3d.safetensors", {}).get("sha256")
     return MiniVideoFeatures(_load_net("i3d.safetensors"), sha256=sha)
 
