@@ -239,6 +239,11 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if cfg.model.offload != "none" and cfg.model.device == "cpu":
         raise ConfigError("model.offload: CPU offload needs an accelerator model.device; use none")
+    if cfg.model.offload == "sequential" and cfg.quantizers:
+        raise ConfigError(
+            "model.offload: sequential offload keeps layer weights off-device, which quantizers "
+            "cannot read or replace; use model offload"
+        )
     if cfg.model.step_progress not in STEP_PROGRESS:
         raise ConfigError(
             f"model.step_progress: must be one of {STEP_PROGRESS}, got {cfg.model.step_progress!r}"

@@ -2,9 +2,11 @@
 
 ``ModelOptions.from_spec(cfg.model, quiet=cfg.quiet)`` reads them from ``ModelSpec``
 (``offload``, ``vae_tiling``, ``vae_slicing``, ``step_progress``); :meth:`ModelOptions.apply`
-sets them on a loaded diffusers pipeline. :class:`StepProgress` shows a tqdm bar over the
-sampling steps of one pipeline call (through ``callback_on_step_end``) when asked, or in
-``auto`` mode when steps x batch is large; never when quiet.
+sets them on a loaded diffusers pipeline. Sequential offload keeps layer weights on the meta
+device between calls, so it serves FP-only runs (the config refuses it with quantizers).
+:class:`StepProgress` shows a tqdm bar over the sampling steps of one pipeline call (through
+``callback_on_step_end``) when asked, or in ``auto`` mode when steps x batch is large;
+never when quiet.
 """
 
 from __future__ import annotations
