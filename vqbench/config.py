@@ -23,8 +23,6 @@ import yaml
 SUPPORTED_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 16)
 KERNEL_MODES: tuple[str, ...] = ("fake", "real")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-OFFLOAD_MODES: tuple[str, ...] = ("none", "model", "sequential")
-STEP_PROGRESS: tuple[str, ...] = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -233,21 +231,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     MODELS.check(cfg.model.name, "model.name")
     if cfg.model.dtype not in DTYPES:
         raise ConfigError(f"model.dtype: must be one of {DTYPES}, got {cfg.model.dtype!r}")
-    if cfg.model.offload not in OFFLOAD_MODES:
-        raise ConfigError(
-            f"model.offload: must be one of {OFFLOAD_MODES}, got {cfg.model.offload!r}"
-        )
-    if cfg.model.offload != "none" and cfg.model.device == "cpu":
-        raise ConfigError("model.offload: CPU offload needs an accelerator model.device; use none")
-    if cfg.model.offload == "sequential" and cfg.quantizers:
-        raise ConfigError(
-            "model.offload: sequential offload keeps layer weights off-device, which quantizers "
-            "cannot read or replace; use model offload"
-        )
-    if cfg.model.step_progress not in STEP_PROGRESS:
-        raise ConfigError(
-            f"model.step_progress: must be one of {STEP_PROGRESS}, got {cfg.model.step_progress!r}"
-        )
+    from vqbench.adapters.options import model_option_problems
+
+    for problem in model_option_problems(cfg.model, bool(cfg.quantizers)):
+        raise ConfigError(problem)
     if cfg.model.dtype == "float16" and cfg.model.device == "cpu":
         raise ConfigError("model.dtype: float16 is ~400x slower on CPU; use float32 or bfloat16")
     g = cfg.generation
