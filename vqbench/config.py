@@ -231,14 +231,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check values against their allowed sets; raise ``ConfigError`` naming the first bad
     field (:func:`config_problems` lists them all)."""
-    from vqbench.preflight import config_problems
+    from vqbench.preflight import config_problems, raise_problems
 
-    found = config_problems(cfg)
-    if found:
-        more = (
-            f" (and {len(found) - 1} more problem(s): see `vqbench validate`)" if found[1:] else ""
-        )
-        raise ConfigError(found[0] + more)
+    raise_problems(config_problems(cfg))
     return cfg
 
 

@@ -15,14 +15,19 @@ from typing import Any
 
 from vqbench.cache import CALIBRATION, FP_VIDEOS, Cache, cache_key
 from vqbench.config import CalibrationSpec, GenerationSpec, RunConfig, sampling_spec, to_dict
-from vqbench.prompts import Prompt
+from vqbench.prompts import Prompt, prompts_hash
+
+
+def _prompt(p: Prompt) -> list[str]:
+    """A prompt's identity in a key: id, text and, for image-to-video, the image's digest."""
+    return [p.id, p.text] if p.image is None else [p.id, p.text, prompts_hash([p])]
 
 
 def fp_videos_key(
     model: dict[str, Any], spec: GenerationSpec, pairs: list[tuple[Prompt, int]]
 ) -> str:
     """Key of the FP videos of ``pairs`` sampled as ``spec`` says."""
-    samples = [[p.id, p.text, s] for p, s in pairs]
+    samples = [[*_prompt(p), s] for p, s in pairs]
     return cache_key(FP_VIDEOS, model=model, sampling=sampling_spec(spec), pairs=samples)
 
 
@@ -34,7 +39,7 @@ def calibration_key(
         CALIBRATION,
         model=model,
         sampling=sampling_spec(spec),
-        prompts=[[p.id, p.text] for p in prompts],
+        prompts=[_prompt(p) for p in prompts],
         seed=calib.seed,
         every_k_steps=calib.every_k_steps,
     )

@@ -254,7 +254,11 @@ def generate_timed(
     def one(chunk: list[tuple[Any, int]]) -> list[Any]:
         with StepTimer(denoisers) as timer, WallTimer(adapter.device) as wall:
             out = adapter.generate(
-                [p.text for p, _ in chunk], [s for _, s in chunk], spec, progress=bar.update
+                [p.text for p, _ in chunk],
+                [s for _, s in chunk],
+                spec,
+                progress=bar.update,
+                images=[p.image for p, _ in chunk],
             )
         ends.append(wall.seconds)
         steps.append(timer.times)
@@ -286,7 +290,7 @@ def single_video_latency(
     with StepTimer(list(adapter.denoisers().values())) as timer:
         for _ in range(runs):
             with WallTimer(adapter.device) as wall:
-                adapter.generate([pair[0].text], [pair[1]], one)
+                adapter.generate([pair[0].text], [pair[1]], one, images=[pair[0].image])
             ends.append(wall.seconds)
     steps_per_run = max(1, len(timer.times) // runs)
     return {

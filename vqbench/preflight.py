@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from vqbench.config import OFFLOAD_MODES, STEP_PROGRESS, QuantSpec, RunConfig
+from vqbench.adapters.options import model_option_problems
+from vqbench.config import QuantSpec, RunConfig
 from vqbench.types import BITS as SUPPORTED_BITS
 from vqbench.types import DTYPES, KERNEL_MODES
 
@@ -46,14 +47,7 @@ def config_problems(cfg: RunConfig) -> list[str]:
         out.append(f"model.dtype: must be one of {DTYPES}, got {cfg.model.dtype!r}")
     elif cfg.model.dtype == "float16" and cfg.model.device == "cpu":
         out.append("model.dtype: float16 is ~400x slower on CPU; use float32 or bfloat16")
-    if cfg.model.offload not in OFFLOAD_MODES:
-        out.append(f"model.offload: must be one of {OFFLOAD_MODES}, got {cfg.model.offload!r}")
-    elif cfg.model.offload != "none" and cfg.model.device == "cpu":
-        out.append("model.offload: CPU offload needs an accelerator model.device; use none")
-    if cfg.model.step_progress not in STEP_PROGRESS:
-        out.append(
-            f"model.step_progress: must be one of {STEP_PROGRESS}, got {cfg.model.step_progress!r}"
-        )
+    out += model_option_problems(cfg.model, bool(cfg.quantizers))
     g = cfg.generation
     if not g.seeds:
         out.append("generation.seeds: needs at least one seed")

@@ -96,15 +96,15 @@ def load_model(plan: Plan) -> LoadedModel:
     cfg = plan.cfg
     with timed(plan.timings, "load"):
         adapter = MODELS.get(cfg.model.name, "model.name")(cfg.model.path)
+        adapter.configure(cfg.model, quiet=cfg.quiet)  # options persist across reloads
         adapter.load(plan.device, cfg.model.dtype)
         spec = adapter.resolve(cfg.generation)
         info = {**adapter.model_info(), "name": cfg.model.name}
         keys = input_keys(cfg, spec, plan.pairs, plan.calib_prompts, info.get("revision"))
         ids = input_keys(cfg, spec, plan.pairs, plan.calib_prompts)
         fp_bytes = weight_bytes(list(adapter.denoisers().values()))
-    return LoadedModel(
-        adapter, spec, info, run_cache(cfg, info.get("revision")), keys, ids, fp_bytes
-    )
+    cache = run_cache(cfg, None if info.get("random") else info.get("revision"))
+    return LoadedModel(adapter, spec, info, cache, keys, ids, fp_bytes)
 
 
 # ---- stage 2: FP generation ---------------------------------------------------------------
@@ -150,6 +150,7 @@ def capture_stage(plan: Plan, m: LoadedModel) -> tuple[CalibrationSet, dict[str,
                 [c.seed + i for i in range(len(plan.calib_prompts))],
                 m.spec,
                 c.every_k_steps,
+                images=[p.image for p in plan.calib_prompts],
             )
             if cache and plan.lead:
                 meta = {"prompts": c.prompts, "config_key": m.ids[CALIBRATION]}

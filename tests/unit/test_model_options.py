@@ -16,18 +16,21 @@ PROMPTS = ["a red circle moves left"]
     [
         ("model.offload=gpu", "model.offload: must be one of"),
         ("model.offload=model", "model.offload: CPU offload needs an accelerator"),
+        ("model.device=cuda model.offload=sequential", "model.offload: sequential offload"),
         ("model.step_progress=sometimes", "model.step_progress: must be one of"),
         ("model.vae_tiling=maybe", "model.vae_tiling: expected true/false"),
     ],
 )
 def test_invalid_options_name_their_field(override, match):
     with pytest.raises(ConfigError, match=match):
-        load_config(overrides=[override])
+        load_config(overrides=override.split())
 
 
 def test_valid_options_load():
-    cfg = load_config(overrides=["model.device=cuda", "model.offload=sequential"])
-    assert cfg.model.offload == "sequential" and cfg.model.vae_tiling is False
+    cfg = load_config(overrides=["model.device=cuda", "model.offload=model"])
+    assert cfg.model.offload == "model" and cfg.model.vae_tiling is False
+    fp_only = ["model.device=cuda", "model.offload=sequential", "quantizers=[]"]
+    assert load_config(overrides=fp_only).model.offload == "sequential"
 
 
 def test_vae_tiling_and_slicing_are_enabled():

@@ -113,17 +113,17 @@ class AnimateDiffAdapter(DiffusersAdapter):
 
 
 class TinyAnimateDiffAdapter(AnimateDiffAdapter):
-    """Random AnimateDiff of the real classes (widths 32/64, 8 frames of 8x8 latent tokens)."""
+    """Random AnimateDiff of the real classes (width 32, 4 frames of 8x8 latent tokens)."""
 
     name = "tiny-animatediff"
     tiny = TinyConfig(
-        geometry=(8, 64, 0),
+        geometry=(4, 64, 0),
         roles=("spatial_attn", "temporal_attn", "cross_attn", "mlp", "timestep_embed"),
         # (motion modules start with a GroupNorm over all frames: no unmixed temporal probe)
         probes=("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",),
         real="animatediff",
     )
-    defaults = {"steps": 4, "guidance": 7.5, "frames": 8, "height": 32, "width": 32, "fps": 8.0}
+    defaults = {"steps": 4, "guidance": 7.5, "frames": 4, "height": 32, "width": 32, "fps": 8.0}
 
     def build_random(self, dtype: torch.dtype) -> Any:
         from diffusers import (
@@ -137,7 +137,7 @@ class TinyAnimateDiffAdapter(AnimateDiffAdapter):
 
         with seeded(0):
             unet = UNet2DConditionModel(
-                block_out_channels=(32, 64),
+                block_out_channels=(32, 32),
                 layers_per_block=1,
                 sample_size=8,
                 in_channels=4,
@@ -150,7 +150,7 @@ class TinyAnimateDiffAdapter(AnimateDiffAdapter):
             )
         with seeded(0):
             motion = MotionAdapter(
-                block_out_channels=(32, 64),
+                block_out_channels=(32, 32),
                 motion_layers_per_block=1,
                 motion_norm_num_groups=4,
                 motion_num_attention_heads=4,

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
+#: configs, tokenizer vocabularies and merges (they change outputs too)
+CONFIG_SUFFIXES = (".json", ".model", ".txt", ".tiktoken")
 
 
 class ModelPathError(FileNotFoundError, ValueError):
@@ -137,12 +139,9 @@ class _DigestCache:
 
 
 def folder_files(folder: Path) -> list[Path]:
-    """Files of a model folder that define the model (weights and JSON configs)."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.suffix == ".json")
-    )
+    """Files of a model folder that define the model (weights, configs, tokenizer files)."""
+    suffixes = WEIGHT_SUFFIXES + CONFIG_SUFFIXES
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in suffixes)
 
 
 def folder_digest(folder: Path) -> dict[str, str]:

@@ -2,9 +2,11 @@
 
 ``ModelOptions.from_spec(cfg.model, quiet=cfg.quiet)`` reads them from ``ModelSpec``
 (``offload``, ``vae_tiling``, ``vae_slicing``, ``step_progress``); :meth:`ModelOptions.apply`
-sets them on a loaded diffusers pipeline. :class:`StepProgress` shows a tqdm bar over the
-sampling steps of one pipeline call (through ``callback_on_step_end``) when asked, or in
-``auto`` mode when steps x batch is large; never when quiet.
+sets them on a loaded diffusers pipeline. Sequential offload keeps layer weights on the meta
+device between calls, so it serves FP-only runs (the config refuses it with quantizers).
+:class:`StepProgress` shows a tqdm bar over the sampling steps of one pipeline call (through
+``callback_on_step_end``) when asked, or in ``auto`` mode when steps x batch is large;
+never when quiet.
 """
 
 from __future__ import annotations
@@ -15,9 +17,30 @@ from typing import Any
 
 import torch
 
-from vqbench.config import OFFLOAD_MODES
+OFFLOAD_MODES: tuple[str, ...] = ("none", "model", "sequential")
+STEP_PROGRESS: tuple[str, ...] = ("auto", "on", "off")
 
 AUTO_PROGRESS_MIN = 200  # steps x samples of one pipeline call from which auto shows a bar
+
+
+def model_option_problems(model: Any, quantized: bool) -> list[str]:
+    """One-line problems (field first) of a ``ModelSpec``'s options; ``quantized``: the run
+    quantizes (config validation calls this before any model is loaded)."""
+    out = []
+    if model.offload not in OFFLOAD_MODES:
+        out.append(f"model.offload: must be one of {OFFLOAD_MODES}, got {model.offload!r}")
+    elif model.offload != "none" and str(model.device) == "cpu":
+        out.append("model.offload: CPU offload needs an accelerator model.device; use none")
+    elif model.offload == "sequential" and quantized:
+        out.append(
+            "model.offload: sequential offload keeps layer weights off-device, which quantizers "
+            "cannot read or replace; use model offload"
+        )
+    if model.step_progress not in STEP_PROGRESS:
+        out.append(
+            f"model.step_progress: must be one of {STEP_PROGRESS}, got {model.step_progress!r}"
+        )
+    return out
 
 
 @dataclass(frozen=True)
