@@ -78,12 +78,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Resolve the config, run every pre-run check and print the plan (no model is loaded);
-    exit 2 listing every problem when there are any."""
-    from vqbench.preflight import run_problems
+    exit 2 listing every problem when there are any. ``--config-only`` skips the checks of
+    this machine (device, paths, weights, extras): for a config meant for another machine."""
+    from vqbench.preflight import config_problems, run_problems
     from vqbench.prompts import load_prompts
 
     cfg = load_config(args.config, [*args.overrides, *_shorthands(args)], check=False)
-    problems = run_problems(cfg)
+    problems = config_problems(cfg) if args.config_only else run_problems(cfg)
     if problems:
         for p in problems:
             print(f"vqbench: error: {p}", file=sys.stderr)
@@ -207,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("validate", help=cmd_validate.__doc__)
     _add_config_args(p)
+    p.add_argument(
+        "--config-only",
+        action="store_true",
+        help="check the config alone, not this machine (device, paths, weights, extras)",
+    )
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("sweep", help=cmd_sweep.__doc__)
     p.add_argument("-c", "--config", required=True, help="YAML sweep config")

@@ -28,9 +28,15 @@ def test_preset_validates(preset, tmp_path, capsys):
     for key in ("prompts", "steps", "guidance", "frames", "height", "width"):
         assert g.get(key) is not None, key
     assert data["quantizers"] and data["metrics"]
-    code = main(["validate", "-c", str(preset), "--set", f"model.path={tmp_path / 'weights'}"])
+    argv = ["validate", "-c", str(preset), "--set", f"model.path={tmp_path / 'weights'}"]
+    code = main([*argv, "--config-only"])  # a GPU machine's config: no device or weights here
     out = capsys.readouterr().out
     assert code == 0, out
     plan = json.loads(out)
     assert plan["config"]["model"]["name"] == data["model"]["name"]
     assert plan["config"]["model"]["path"] == str(tmp_path / "weights")
+    # the full check names what this machine lacks (no GPU, no weights), one line each
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith("vqbench: error: ") for line in err)
+    assert any("model.path" in line or "model.device" in line for line in err)
