@@ -23,7 +23,6 @@ tolerances must be finite and >= 0; a failed setting in the baseline is refused.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 from vqbench.config import ConfigError, load_yaml
 from vqbench.records import RunRecord
 from vqbench.registry import METRICS
+from vqbench.types import match_any
 
 _GATE_KEYS = {"abs_tol", "rel_tol", "use_ci"}
 
@@ -231,12 +231,12 @@ def compare(
     cand = {(e.model, e.setting): e for e in candidate}
     findings = []
     for c in candidate:
-        if c.status != "ok" and any(fnmatch.fnmatchcase(c.setting, p) for p in patterns):
+        if c.status != "ok" and match_any(c.setting, patterns):
             findings.append(
                 Finding(f"{c.model}/{c.setting}", "*", "FAILED", note=c.error or "no reason given")
             )
     for b in baseline:
-        if not any(fnmatch.fnmatchcase(b.setting, p) for p in patterns):
+        if not match_any(b.setting, patterns):
             continue
         label = f"{b.model}/{b.setting}"
         c = cand.get((b.model, b.setting))

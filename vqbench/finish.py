@@ -76,13 +76,10 @@ def finish_setting(
                 if inline
                 else single_video_latency(m.adapter, plan.pairs[0], m.spec, cfg.latency)
             )
-    record = RunRecord(
-        run_id=f"{plan.run_id}/{label}",
-        created=plan.created,
-        model=m.info,
-        generation=_generation_info(plan, m),
-        environment=plan.env,
-        run_hash=run_hash(cfg),
+    record = _record(
+        plan,
+        m,
+        label,
         metrics={k: v.to_dict() for k, v in results.items()},
         efficiency=eff,
         **(parts or {}),
@@ -98,13 +95,10 @@ def fail_setting(
 ) -> RunRecord:
     """Write the record of a setting that could not be scored: ``status`` failed, the
     reason, no metric values and no videos."""
-    record = RunRecord(
-        run_id=f"{plan.run_id}/{label}",
-        created=plan.created,
-        model=m.info,
-        generation=_generation_info(plan, m),
-        environment=plan.env,
-        run_hash=run_hash(plan.cfg),
+    record = _record(
+        plan,
+        m,
+        label,
         status="failed",
         error=reason,
         timings=dict(plan.timings),
@@ -112,6 +106,19 @@ def fail_setting(
     )
     record.save(under(plan.root, label, "run.json"))
     return record
+
+
+def _record(plan: Plan, m: LoadedModel, label: str, **fields: Any) -> RunRecord:
+    """A setting's record: what every setting of the run shares, plus ``fields``."""
+    return RunRecord(
+        run_id=f"{plan.run_id}/{label}",
+        created=plan.created,
+        model=m.info,
+        generation=_generation_info(plan, m),
+        environment=plan.env,
+        run_hash=run_hash(plan.cfg),
+        **fields,
+    )
 
 
 def _generation_info(plan: Plan, m: LoadedModel) -> dict[str, Any]:

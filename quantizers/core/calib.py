@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from quantizers.core.observers import MinMaxObserver, TimeRangeObserver, bucket_of
+from quantizers.core.observers import EMAObserver, MinMaxObserver, TimeRangeObserver, bucket_of
 from vqbench.types import CalibrationSet, QuantTarget
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,34 @@ def collect_act_stats(
 
     run_calibration(target, calib, names, fn, edges, batch_size)
     return obs
+
+
+def time_range_absmax(
+    target: QuantTarget,
+    calib: CalibrationSet,
+    names: list[str],
+    edges: tuple[float, ...],
+    momentum: float,
+    batch_size: int = 4,
+) -> dict[str, torch.Tensor]:
+    """Per-channel EMA of ``max|x|`` of each linear's input in each time range, as
+    ``{"<name>.act_absmax.<r>": tensor}`` (the statistics of SmoothQuant-style smoothing);
+    a range no calibration row fell in borrows the nearest range that was seen."""
+    obs = collect_act_stats(
+        target,
+        calib,
+        names,
+        lambda: EMAObserver(per_channel=True, momentum=momentum),
+        edges,
+        batch_size,
+    )
+    tensors = {}
+    for n in names:
+        seen = [o for o in obs[n].observers if o.lo is not None]
+        for r, o in enumerate(obs[n].observers):
+            o = o if o.lo is not None else seen[min(r, len(seen) - 1)]
+            tensors[f"{n}.act_absmax.{r}"] = o.absmax
+    return tensors
 
 
 class HessianSum:

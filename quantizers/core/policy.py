@@ -10,7 +10,6 @@ sampling steps (read from :mod:`quantizers.core.context`).
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from quantizers.core.linear import LayerSpec, QuantLinear
-from vqbench.types import QuantTarget
+from vqbench.types import QuantTarget, match_any
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +45,6 @@ def role_layers(target: QuantTarget) -> dict[str, tuple[int, int]]:
     return out
 
 
-def matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    """Whether ``name`` matches any fnmatch pattern (a plain name matches itself)."""
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
 def resolve_plans(target: QuantTarget, cfg: Any) -> dict[str, LayerPlan]:
     """One :class:`LayerPlan` per role-carrying linear of ``target`` under config ``cfg``."""
     skip = tuple(target.skip) + tuple(cfg.skip)
@@ -62,9 +56,9 @@ def resolve_plans(target: QuantTarget, cfg: Any) -> dict[str, LayerPlan]:
             if r == role:
                 w, a = rw, ra
         for pat, lw, la in cfg.layer_bits:
-            if fnmatch.fnmatchcase(name, pat):
+            if match_any(name, [pat]):
                 w, a = lw, la
-        if matches(name, skip) or (w, a) == (16, 16):
+        if match_any(name, skip) or (w, a) == (16, 16):
             plans[name] = LayerPlan(name, role, k, n, None)
             continue
         gran = cfg.w_granularity

@@ -28,13 +28,13 @@ from quantizers.core.calib import HessianSum, run_calibration
 from quantizers.core.gptq import gptq_quantize
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant, QWeight, quantize_weight
 from quantizers.core.observers import MinMaxObserver, time_range_edges
-from quantizers.core.policy import LayerPlan, matches, resolve_plans
+from quantizers.core.policy import LayerPlan, resolve_plans
 from quantizers.core.quantizer import mse_clip_search
 from quantizers.gptq.gptq import stored_qweight
 from quantizers.qvd.folds import merge_ranges, prompt_folds, spread, subsample_rows
 from quantizers.qvd.htdq import FiniteSetLinear, htdq_search
 from quantizers.qvd.scri import SCRILinear, fold, scri_params, search_alpha
-from vqbench.types import CalibrationSet, QuantState, QuantTarget
+from vqbench.types import CalibrationSet, QuantState, QuantTarget, match_any
 
 logger = logging.getLogger(__name__)
 TIMESTEP = "timestep_embed"
@@ -106,7 +106,7 @@ class QVDQuantizer(BaseQuantizer):
         """Base plans; timestep-embedding layers: HTDQ (static per-tensor), or FP (finite set)."""
         cfg = self.config
         plans = resolve_plans(target, cfg)
-        ts = [n for n, p in plans.items() if p.role == TIMESTEP and not matches(n, cfg.skip)]
+        ts = [n for n, p in plans.items() if p.role == TIMESTEP and not match_any(n, cfg.skip)]
         free = resolve_plans(dataclasses.replace(target, skip=[]), cfg) if ts else {}
         for n in ts:
             p = plans[n]
@@ -126,7 +126,7 @@ class QVDQuantizer(BaseQuantizer):
         return [
             n
             for n, r in target.roles.items()
-            if r == TIMESTEP and n in linears and not matches(n, self.config.skip)
+            if r == TIMESTEP and n in linears and not match_any(n, self.config.skip)
         ]
 
     # ---- calibration -------------------------------------------------------------------------

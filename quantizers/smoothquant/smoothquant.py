@@ -14,9 +14,9 @@ from typing import ClassVar
 from torch import nn
 
 from quantizers.core.base import BaseQuantizer, SmoothingConfig
-from quantizers.core.calib import collect_act_stats
+from quantizers.core.calib import time_range_absmax
 from quantizers.core.linear import QuantLinear, QuantVariant
-from quantizers.core.observers import EMAObserver, time_range_edges
+from quantizers.core.observers import time_range_edges
 from quantizers.core.policy import LayerPlan
 from quantizers.core.transforms import smoothing_scale
 from vqbench.types import CalibrationSet, QuantState, QuantTarget
@@ -41,20 +41,8 @@ class SmoothQuantQuantizer(BaseQuantizer):
     ) -> QuantState:
         edges = time_range_edges(calib.timesteps, self.config.time_ranges)
         names = [n for n, p in plans.items() if p.spec is not None]
-        obs = collect_act_stats(
-            target,
-            calib,
-            names,
-            lambda: EMAObserver(per_channel=True, momentum=self.config.momentum),
-            edges,
-            self.config.calib_batch_size,
-        )
-        tensors = {}
-        for n in names:
-            seen = [o for o in obs[n].observers if o.lo is not None]
-            for r, o in enumerate(obs[n].observers):  # an empty range borrows the nearest seen
-                o = o if o.lo is not None else seen[min(r, len(seen) - 1)]
-                tensors[f"{n}.act_absmax.{r}"] = o.absmax
+        cfg = self.config
+        tensors = time_range_absmax(target, calib, names, edges, cfg.momentum, cfg.calib_batch_size)
         return QuantState(tensors=tensors, meta={"t_edges": list(edges)})
 
     def _build_layer(

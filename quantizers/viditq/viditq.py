@@ -26,9 +26,9 @@ from torch import nn
 
 from quantizers.core.balance import ButterflyHadamard
 from quantizers.core.base import BITS, BaseQuantizer, SmoothingConfig
-from quantizers.core.calib import collect_act_stats
+from quantizers.core.calib import time_range_absmax
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant
-from quantizers.core.observers import EMAObserver, time_range_edges
+from quantizers.core.observers import time_range_edges
 from quantizers.core.policy import LayerPlan
 from quantizers.core.transforms import smoothing_scale
 from quantizers.viditq.mixed_precision import decoupled_selection
@@ -107,20 +107,7 @@ class ViDiTQQuantizer(BaseQuantizer):
         cfg = self.config
         edges = time_range_edges(calib.timesteps, cfg.time_ranges)
         names = [n for n, p in plans.items() if p.spec is not None]
-        obs = collect_act_stats(
-            target,
-            calib,
-            names,
-            lambda: EMAObserver(per_channel=True, momentum=cfg.momentum),
-            edges,
-            cfg.calib_batch_size,
-        )
-        tensors = {}
-        for n in names:
-            seen = [o for o in obs[n].observers if o.lo is not None]
-            for r, o in enumerate(obs[n].observers):  # an empty range borrows the nearest seen
-                o = o if o.lo is not None else seen[min(r, len(seen) - 1)]
-                tensors[f"{n}.act_absmax.{r}"] = o.absmax
+        tensors = time_range_absmax(target, calib, names, edges, cfg.momentum, cfg.calib_batch_size)
         state = QuantState(tensors=tensors, meta={"t_edges": list(edges), "mp_layers": []})
         if cfg.mp_fraction > 0:
             chosen, scores = decoupled_selection(

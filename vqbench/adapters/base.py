@@ -15,7 +15,6 @@ Hooks with defaults for single-denoiser models, overridden where a family differ
 
 from __future__ import annotations
 
-import fnmatch
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -35,15 +34,11 @@ from vqbench.types import (
     SampleContext,
     TokenLayout,
     Video,
+    match_any,
 )
 
 DTYPE_MAP = {name: getattr(torch, name) for name in DTYPES}
 CFG_POLICIES = ("classifier_free", "embedded", "none")
-
-
-def match_any(name: str, patterns: list[str]) -> bool:
-    """True if ``name`` matches any fnmatch pattern (or equals it)."""
-    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def match_rules(name: str, rules: list[tuple[str, Any]]) -> Any:

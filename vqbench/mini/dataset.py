@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vqbench.types import Video
@@ -342,11 +341,6 @@ def write_prompt_suites(directory: Path = PROMPTS_DIR) -> list[Path]:
         p.write_text("".join(json.dumps(r) + "\n" for r in records))
         paths.append(p)
     return paths
-
-
-def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """``[3, F, H, W]`` in [0, 1] -> uint8 ``[F, H, W, 3]``."""
-    return (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ differs between records gets one column per version (``name@v<version>``).
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from vqbench.records import RunRecord
 from vqbench.report.display import DTYPE_BITS, display_frame, dtype_name, metric_names
 from vqbench.report.display import fmt as _fmt
 from vqbench.stats import PairedDelta, paired_deltas
+from vqbench.types import match_any
 
 #: identity columns of a leaderboard row, in display order
 ID_COLUMNS = [
@@ -222,7 +222,7 @@ def markdown_table(records: list[RunRecord], allow_different_n: bool = False) ->
 
 def matches(label: str, patterns: list[str] | None) -> bool:
     """Whether a setting label matches any fnmatch pattern (always, when there are none)."""
-    return not patterns or any(fnmatch.fnmatchcase(label, p) for p in patterns)
+    return not patterns or match_any(label, patterns)
 
 
 def select(records: list[RunRecord], patterns: list[str] | None) -> list[RunRecord]:

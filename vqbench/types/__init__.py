@@ -15,6 +15,7 @@ from vqbench.types.common import (
     KERNEL_MODES,
     NonFiniteError,
     digest,
+    match_any,
 )
 from vqbench.types.media import MetricResult, SampleContext, Video
 from vqbench.types.model import (
@@ -47,4 +48,5 @@ __all__ = [
     "TokenLayout",
     "Video",
     "digest",
+    "match_any",
 ]

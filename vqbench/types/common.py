@@ -1,9 +1,12 @@
-"""Value sets every layer shares (bit widths, kernel modes, dtypes) and the one digest."""
+"""Value sets every layer shares (bit widths, kernel modes, dtypes), the one digest and the
+one name-pattern matcher."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 16)
@@ -30,3 +33,9 @@ def digest(obj: Any, length: int = DIGEST_LENGTH) -> str:
     """
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def match_any(name: str, patterns: Iterable[str]) -> bool:
+    """Whether ``name`` matches any fnmatch pattern (a plain name matches itself): layer
+    names against skip patterns, setting labels against ``--settings`` and gate patterns."""
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
