@@ -44,7 +44,8 @@ def write_video(video: Video, path: str | Path, lossless: bool = False) -> Path:
 def _encode(tmp: Path, frames: np.ndarray, fps: float, pix_fmt: str, lossless: bool) -> None:
     import av
 
-    with av.open(str(tmp), mode="w") as container:
+    # the file is ours to close: PyAV leaves its own handle open when a write fails
+    with open(tmp, "wb") as fh, av.open(fh, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width = frames.shape[2]
         stream.height = frames.shape[1]

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sandbox import SEED_RECORD, TINY, Sandbox, assert_clean, invoke
@@ -296,8 +297,10 @@ def test_full_disk_leaves_no_temp_files(sandbox, capsys):
         assert code == 2 and len(err) == 1 and "No space left on device" in err[0], err
         assert [p.name for p in disk.rglob("*") if ".tmp" in p.name] == []
         assert not list(disk.rglob("run.json"))  # no record of a run whose videos are missing
+        fds = {p: p.resolve() for p in Path("/proc/self/fd").iterdir() if p.exists()}
+        assert not [f for f in fds.values() if str(f).startswith(str(disk))]  # none left open
     finally:
-        subprocess.run(["umount", str(disk)])
+        subprocess.run(["umount", "-l", str(disk)])
     assert_clean(sandbox)
 
 
@@ -312,7 +315,7 @@ def test_read_only_output_dir(sandbox, capsys):
         code, err, _ = invoke(sandbox, [*sandbox.run(), "--set", f"output_dir={ro}"], capsys)
         assert code == 2 and len(err) == 1 and re.search(r"output_dir: cannot write", err[0]), err
     finally:
-        subprocess.run(["umount", str(ro)])
+        subprocess.run(["umount", "-l", str(ro)])
     assert_clean(sandbox)
 
 

@@ -210,3 +210,36 @@ def test_wan22_a14b_folder_gets_both_experts_quantized(saved):
     video = a.generate(PROMPTS[:1], [5], spec)[0]
     assert video.frames.shape == (spec.frames, spec.height, spec.width, 3)
     assert torch.isfinite(torch.from_numpy(video.frames).float()).all()
+
+
+def test_wan22_a14b_run_record_covers_both_experts(saved, tmp_path):
+    """End to end: the record of a two-expert run counts the linears of both experts."""
+    from vqbench.cli import main
+    from vqbench.records import find_records
+
+    out = tmp_path / "runs"
+    argv = ["run", "-q", "--set", "model.name=wan2.2-a14b"]
+    for s in (
+        f"model.path={saved['tiny-wan2.2-a14b']}",
+        f"output_dir={out}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "generation.prompts=tiny",
+        "generation.steps=4",
+        "generation.frames=9",
+        "generation.height=32",
+        "generation.width=32",
+        "calibration.prompts=tiny",
+        "metrics=[psnr_fp]",
+        "latency.enabled=false",
+        "quantizers=[{name: rtn, w_bits: 4, a_bits: 8}]",
+    ):
+        argv += ["--set", s]
+    assert main(argv) == 0
+    (rec,) = [r for r in find_records(out) if r.quantizer]
+    a = adapter_class("wan2.2-a14b")(path=str(saved["tiny-wan2.2-a14b"]))
+    a.load()
+    total = sum(isinstance(m, nn.Linear) for d in a.denoisers().values() for m in d.modules())
+    eff = rec.quantizer["effective_bits"]
+    assert rec.quantizer["targets"] == ["transformer", "transformer_2"]
+    assert eff["quantized_layers"] + eff["fp_layers"] == total
+    assert rec.quantizer["replaced_layers"] == eff["quantized_layers"] > total // 2
