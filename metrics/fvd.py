@@ -328,6 +328,13 @@ class FVDvsFP(_FVDBase):
         if not videos:
             return
         fps = [require_fp(self.name, c) for c in ctx]
+        for v, f, c in zip(videos, fps, ctx, strict=True):
+            if v.frames.shape != f.frames.shape:
+                raise ValueError(
+                    f"{self.name}: {c.prompt_id} (seed {c.seed}) is {v.frames.shape[:3]} "
+                    f"(frames, height, width) but its FP video is {f.frames.shape[:3]}; "
+                    "FVD against FP compares videos of one protocol"
+                )
         self._gen.append(self._features(videos))
         self._fp.append(self._features(fps))
 

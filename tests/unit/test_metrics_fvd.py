@@ -217,3 +217,14 @@ def test_mini_detector_via_assets_load_i3d(monkeypatch):
     m.update(_videos(6, 6), _ctx(6, fp))
     r = m.compute()
     assert r.params["detector"] == "toy" and r.params["frames"] is None and r.value > 0
+
+
+def test_fvd_fp_refuses_videos_of_another_length_than_their_fp():
+    from metrics.fvd import FVDvsFP
+
+    rng = np.random.default_rng(0)
+    v8 = [Video(rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)) for _ in range(2)]
+    v4 = [Video(rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)) for _ in range(2)]
+    ctx = [SampleContext("p", f"i{i}", 0, fp_video=v4[i]) for i in range(2)]
+    with pytest.raises(ValueError, match=r"fvd_fp: i0 .* but its FP video is \(4, 32, 32\)"):
+        FVDvsFP(detector="mini", frames=8, resolution=32).update(v8, ctx)
