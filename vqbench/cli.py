@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+from typing import NoReturn
 
 from vqbench.config import RunConfig, load_config, to_dict
 from vqbench.registry import UnknownNameError
@@ -195,9 +196,16 @@ def cmd_mini(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors on one line, like every other error (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"vqbench: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vqbench``."""
-    parser = argparse.ArgumentParser(prog="vqbench", description=__doc__)
+    parser = _Parser(prog="vqbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--debug", action="store_true", help="tracebacks instead of one-line errors"

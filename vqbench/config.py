@@ -190,6 +190,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         except ValueError as e:
             raise ConfigError(f"{where}: expected an integer, got {value!r}") from e
     if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
             return float(value)
         except (TypeError, ValueError) as e:
@@ -280,13 +282,31 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             raise ConfigError(f"{where}: {prev} is a value ({node!r}), not a mapping or list")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the
+    last one silently, so a typo'd second ``model:`` would override the first unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with a one-line error naming the file on failure."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config: file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config: {p} is not UTF-8 text ({e.reason} at byte {e.start})") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -54,8 +54,13 @@ def run_cache(cfg: RunConfig, revision: Any) -> Cache | None:
         return Cache(cfg.cache_dir)
     if revision is None:
         return None
+    return Cache(default_cache_root())
+
+
+def default_cache_root() -> Path:
+    """``$VQBENCH_CACHE_DIR/runs`` (default ``~/.cache/vqbench/runs``)."""
     root = os.environ.get("VQBENCH_CACHE_DIR") or Path.home() / ".cache" / "vqbench"
-    return Cache(Path(root) / "runs")
+    return Path(root) / "runs"
 
 
 def input_keys(

@@ -134,6 +134,10 @@ def run_problems(cfg: RunConfig) -> list[str]:
     out += _dir_problems("output_dir", cfg.output_dir)
     if cfg.cache_dir:
         out += _dir_problems("cache_dir", cfg.cache_dir)
+    else:  # the default run cache, used for models with a weights digest
+        from vqbench.keys import default_cache_root
+
+        out += _dir_problems("VQBENCH_CACHE_DIR", str(default_cache_root()))
     out += device_problems(cfg.model.device)
     if cfg.model.path is not None:
         from pathlib import Path
@@ -144,6 +148,7 @@ def run_problems(cfg: RunConfig) -> list[str]:
         return out
     adapter = MODELS.get(cfg.model.name)(cfg.model.path)
     spec = adapter.resolve(g)
+    out += adapter.spec_problems(spec)
     out += metric_problems(cfg, adapter.metric_defaults(), spec)
     return out
 

@@ -50,7 +50,8 @@ def _with_file(name: str, text: str | bytes, *sets: str) -> Callable[[Sandbox], 
 
 def _config(text: str) -> Callable[[Sandbox], list[str]]:
     def make(s: Sandbox) -> list[str]:
-        return ["run", "-c", str(s.write("cfg.yaml", text)), "--set", f"output_dir={s.out}"]
+        raw = text.encode("utf-8", "surrogateescape")  # \udcff stands for a raw 0xff byte
+        return ["run", "-c", str(s.write("cfg.yaml", raw)), "--set", f"output_dir={s.out}"]
 
     return make
 
@@ -184,12 +185,37 @@ RUN_CASES = [
         r"metrics\.fvd_fp: .*i3d",
     ),
     Case("scene-on-real-model", _run("metrics=[scene_consistency]"), r"scene_consistency.*ag2"),
+    Case(
+        "mini-frames",
+        _run("model.name=mini", "generation.frames=9"),
+        r"generation\.frames: the mini generator was trained on 8",
+    ),
+    Case(
+        "mini-size",
+        _run("model.name=mini", "generation.height=64", "generation.width=64"),
+        r"generation\.height: the mini generator was trained on 32",
+    ),
+    Case(
+        "guidance-bool",
+        _run("generation.guidance=true"),
+        r"generation\.guidance: expected a number",
+    ),
+    Case(
+        "yaml-duplicate-key", _config("model: {name: mini}\nmodel: {name: x}\n"), r"appears twice"
+    ),
+    Case("yaml-not-utf8", _config("model: {name: \udcff}\n"), r"not UTF-8"),
+    Case("flag-not-int", lambda s: [*s.run(), "--limit", "abc"], r"--limit: invalid int value"),
+    Case("unknown-flag", lambda s: [*s.run(), "--stepz", "3"], r"unrecognized arguments: --stepz"),
+    Case("unknown-command", lambda s: ["bogus"], r"invalid choice: 'bogus'"),
 ]
 
 
 @pytest.mark.parametrize("case", RUN_CASES, ids=lambda c: c.id)
 def test_bad_run_input(case, sandbox, capsys):
-    code, err, _ = invoke(sandbox, case.argv(sandbox), capsys)
+    try:
+        code, err, _ = invoke(sandbox, case.argv(sandbox), capsys)
+    except SystemExit as e:  # argument errors exit from argparse
+        code, err = e.code, [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert code == case.code, err
     assert len(err) == 1, err
     assert err[0].startswith("vqbench: error: ")
@@ -197,6 +223,14 @@ def test_bad_run_input(case, sandbox, capsys):
     assert_clean(sandbox)
     if case.nothing_written:  # validation ran before any work
         assert sorted(p.name for p in sandbox.out.iterdir()) == ["earlier"]
+
+
+def test_unwritable_cache_dir_is_refused_before_work(sandbox, capsys, monkeypatch):
+    blocker = sandbox.write("not-a-dir", "x")
+    monkeypatch.setenv("VQBENCH_CACHE_DIR", str(blocker / "sub"))
+    code, err, _ = invoke(sandbox, sandbox.run(), capsys)
+    assert code == 2 and len(err) == 1 and "VQBENCH_CACHE_DIR" in err[0], err
+    assert_clean(sandbox)
 
 
 def test_validate_lists_every_problem(sandbox, capsys):

@@ -133,6 +133,11 @@ class ModelAdapter(ABC):
         fill = {k: v for k, v in self.defaults.items() if getattr(spec, k, None) is None}
         return replace(spec, **fill)
 
+    def spec_problems(self, spec: GenerationSpec) -> list[str]:
+        """One-line problems of sampling this model with ``spec`` (resolved), found before
+        any model is loaded (default: none; a family with a fixed geometry says so)."""
+        return []
+
     def uses_cfg(self, spec: GenerationSpec) -> bool:
         """Whether sampling with ``spec`` runs separate uncond passes (classifier-free guidance)."""
         if self.cfg_policy not in CFG_POLICIES:

@@ -72,6 +72,23 @@ class MiniAdapter(ModelAdapter):
         """The Latte transformer."""
         return self.transformer
 
+    def spec_problems(self, spec: GenerationSpec) -> list[str]:
+        """The mini generator samples only its trained geometry (frames, height, width)."""
+        import json
+
+        path = Path(self.path) if self.path else DEFAULT_PATH
+        try:
+            cfg = json.loads((path / "transformer" / "config.json").read_text())
+        except (OSError, ValueError):
+            return []  # a missing or broken folder is reported where it is loaded
+        want = {"frames": cfg["video_length"], "height": cfg["sample_size"]}
+        want["width"] = cfg["sample_size"]
+        return [
+            f"generation.{k}: the mini generator was trained on {v}, got {getattr(spec, k)}"
+            for k, v in want.items()
+            if getattr(spec, k) != v
+        ]
+
     def metric_defaults(self) -> dict[str, dict[str, Any]]:
         """The mini world's own evaluators: mini CLIP, tagger and I3D-style detector."""
         fvd = {"detector": "mini", "frames": 8, "resolution": 32}
