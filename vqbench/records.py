@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,6 @@ _REQUIRED = {
     "efficiency": dict,
     "schema_version": int,
 }
-_QUANT_KEYS = ("name", "version", "w_bits", "a_bits", "kernel", "config", "config_hash")
-_METRIC_KEYS = ("value", "n", "version", "ci", "params")
 
 
 def validate_record(d: Any) -> None:
@@ -123,31 +122,77 @@ def validate_record(d: Any) -> None:
         raise RecordError(f"status: must be one of {STATUSES}, got {status!r}")
     if status == "failed" and d["metrics"]:
         raise RecordError("metrics: a failed setting carries no metric values")
-    for key in ("id", "dtype"):
-        if key not in d["model"]:
-            raise RecordError(f"model.{key}: missing")
-    for key in ("spec", "seeds", "prompts_hash"):
-        if key not in d["generation"]:
-            raise RecordError(f"generation.{key}: missing")
+    _typed(d["model"], "model", {"id": str, "dtype": str})
+    _typed(d["generation"], "generation", {"spec": dict, "seeds": list, "prompts_hash": str})
+    if not all(_is_int(x) for x in d["generation"]["seeds"]):
+        raise RecordError("generation.seeds: expected a list of integers")
+    for key in ("run_hash", "error"):
+        if d.get(key) is not None and not isinstance(d[key], str):
+            raise RecordError(f"{key}: expected a string")
+    for key, v in d["efficiency"].items():
+        if v is not None and not isinstance(v, dict) and not _is_number(v):
+            raise RecordError(f"efficiency.{key}: expected a number or an object, got {v!r}")
     q = d.get("quantizer")
     if q is not None:
-        for key in _QUANT_KEYS:
-            if key not in q:
-                raise RecordError(f"quantizer.{key}: missing")
+        if not isinstance(q, dict):
+            raise RecordError("quantizer: expected an object")
+        _typed(q, "quantizer", _QUANT_KEYS)
+        if not (_is_int(q["w_bits"]) and _is_int(q["a_bits"])):
+            raise RecordError("quantizer.w_bits/a_bits: expected integers")
         if q["kernel"] not in KERNEL_MODES:
             raise RecordError(
                 f"quantizer.kernel: must be one of {KERNEL_MODES}, got {q['kernel']!r}"
             )
-        if "effective_bits" not in q:
-            raise RecordError("quantizer.effective_bits: missing")
+        if not isinstance(q.get("effective_bits"), dict):
+            raise RecordError("quantizer.effective_bits: missing or not an object")
     for name, m in d["metrics"].items():
         if not isinstance(m, dict):
             raise RecordError(f"metrics.{name}: expected an object")
-        for key in _METRIC_KEYS:
-            if key not in m:
-                raise RecordError(f"metrics.{name}.{key}: missing")
-        if not isinstance(m["value"], int | float) and m["value"] is not None:
-            raise RecordError(f"metrics.{name}.value: expected a number")
+        _typed(m, f"metrics.{name}", _METRIC_KEYS)
+        where = f"metrics.{name}"
+        if not _is_number(m["value"]) or not math.isfinite(m["value"]):
+            raise RecordError(f"{where}.value: expected a finite number, got {m['value']!r}")
+        if not _is_int(m["n"]) or m["n"] < 0:
+            raise RecordError(f"{where}.n: expected a count, got {m['n']!r}")
+        ci = m["ci"]
+        if ci is not None and not (
+            isinstance(ci, list) and len(ci) == 2 and all(_is_number(x) for x in ci)
+        ):
+            raise RecordError(f"{where}.ci: expected null or [low, high], got {ci!r}")
+        if not all(_is_number(x) or x is None for x in m.get("per_sample", [])):
+            raise RecordError(f"{where}.per_sample: expected a list of numbers")
+
+
+#: required keys of the record's parts and their JSON types
+_QUANT_KEYS = {
+    "name": str,
+    "version": str,
+    "w_bits": int,
+    "a_bits": int,
+    "kernel": str,
+    "config": dict,
+    "config_hash": str,
+}
+_METRIC_KEYS = {"value": object, "n": int, "version": str, "ci": object, "params": dict}
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _typed(part: dict[str, Any], where: str, keys: dict[str, type]) -> None:
+    """Every key of ``keys`` present in ``part`` with its type (``RecordError`` otherwise)."""
+    for key, tp in keys.items():
+        if key not in part:
+            raise RecordError(f"{where}.{key}: missing")
+        if tp is not object and not isinstance(part[key], tp):
+            raise RecordError(
+                f"{where}.{key}: expected {tp.__name__}, got {type(part[key]).__name__}"
+            )
 
 
 def find_records(root: str | Path) -> list[RunRecord]:

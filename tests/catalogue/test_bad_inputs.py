@@ -396,6 +396,14 @@ REPORT_CASES = [
     ("metrics-not-object", lambda r: r.update(metrics=[1, 2]), r"metrics: expected dict"),
     ("status-bogus", lambda r: r.update(status="maybe"), r"status: must be one of"),
     ("future-schema", lambda r: r.update(schema_version=99), r"schema_version: 99 is newer"),
+    ("value-nan", lambda r: r["metrics"]["fvd"].update(value=float("nan")), r"finite number"),
+    ("value-null", lambda r: r["metrics"]["fvd"].update(value=None), r"fvd\.value"),
+    ("n-text", lambda r: r["metrics"]["fvd"].update(n="ten"), r"fvd\.n: expected int"),
+    ("ci-text", lambda r: r["metrics"]["fvd"].update(ci="wide"), r"fvd\.ci: expected null"),
+    ("spec-text", lambda r: r["generation"].update(spec="x"), r"generation\.spec"),
+    ("seeds-text", lambda r: r["generation"].update(seeds=["a"]), r"generation\.seeds"),
+    ("bytes-text", lambda r: r["efficiency"].update(weight_bytes="big"), r"weight_bytes"),
+    ("failed-with-metrics", lambda r: r.update(status="failed"), r"failed setting carries no"),
 ]
 
 
