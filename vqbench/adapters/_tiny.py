@@ -87,3 +87,22 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def tiny_image_vae() -> Any:
+    """A seeded random ``AutoencoderKL`` (4 latent channels, 8x spatial compression) for
+    the tiny image-VAE pipelines (Latte, AnimateDiff)."""
+    from diffusers import AutoencoderKL
+
+    with seeded(0):
+        return AutoencoderKL(
+            block_out_channels=(8, 8, 16),
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=4,
+            sample_size=32,
+        )

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from vqbench.adapters._diffusers import DiffusersAdapter
-from vqbench.adapters._tiny import offline_tokenizer, seeded, word_vocab
+from vqbench.adapters._tiny import offline_tokenizer, seeded, tiny_image_vae, word_vocab
 from vqbench.adapters.base import TinyConfig
 from vqbench.config import GenerationSpec
 from vqbench.types import TokenLayout
@@ -128,7 +128,6 @@ class TinyAnimateDiffAdapter(AnimateDiffAdapter):
     def build_random(self, dtype: torch.dtype) -> Any:
         from diffusers import (
             AnimateDiffPipeline,
-            AutoencoderKL,
             DDIMScheduler,
             MotionAdapter,
             UNet2DConditionModel,
@@ -155,18 +154,7 @@ class TinyAnimateDiffAdapter(AnimateDiffAdapter):
                 motion_norm_num_groups=4,
                 motion_num_attention_heads=4,
             )
-        with seeded(0):
-            vae = AutoencoderKL(
-                block_out_channels=(8, 8, 16),
-                in_channels=3,
-                out_channels=3,
-                down_block_types=("DownEncoderBlock2D",) * 3,
-                up_block_types=("UpDecoderBlock2D",) * 3,
-                latent_channels=4,
-                layers_per_block=1,
-                norm_num_groups=4,
-                sample_size=32,
-            )
+        vae = tiny_image_vae()
         with seeded(0):
             text_encoder = CLIPTextModel(
                 CLIPTextConfig(

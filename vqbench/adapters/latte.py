@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from vqbench.adapters._diffusers import DiffusersAdapter
-from vqbench.adapters._tiny import TEXT_DIM, offline_tokenizer, seeded, tiny_t5
+from vqbench.adapters._tiny import TEXT_DIM, offline_tokenizer, seeded, tiny_image_vae, tiny_t5
 from vqbench.adapters.base import TinyConfig
 from vqbench.config import GenerationSpec
 from vqbench.types import TokenLayout
@@ -130,7 +130,7 @@ class TinyLatteAdapter(LatteAdapter):
     }
 
     def build_random(self, dtype: torch.dtype) -> Any:
-        from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline, LatteTransformer3DModel
+        from diffusers import DDIMScheduler, LattePipeline, LatteTransformer3DModel
 
         with seeded(0):
             transformer = LatteTransformer3DModel(
@@ -151,18 +151,7 @@ class TinyLatteAdapter(LatteAdapter):
                 norm_eps=1e-6,
                 video_length=TINY_FRAMES,
             )
-        with seeded(0):
-            vae = AutoencoderKL(
-                block_out_channels=(8, 8, 16),
-                in_channels=3,
-                out_channels=3,
-                down_block_types=("DownEncoderBlock2D",) * 3,
-                up_block_types=("UpDecoderBlock2D",) * 3,
-                latent_channels=4,
-                layers_per_block=1,
-                norm_num_groups=4,
-                sample_size=32,
-            )
+        vae = tiny_image_vae()
         pipe = LattePipeline(
             tokenizer=offline_tokenizer(120),
             text_encoder=tiny_t5(),
