@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -113,6 +114,9 @@ class MetricBase:
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {sorted(known)})"
             problems.append(f"metric_params.{cls.name}.{key}: unknown parameter{hint}")
+        for key, value in sorted(params.items()):
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"metric_params.{cls.name}.{key}: must be finite, got {value}")
         if problems:
             return problems
         try:

@@ -134,6 +134,8 @@ class SSIMvsFP(PerVideoMetric):
             raise ValueError(f"channel must be 'luma' or 'rgb', got {channel!r}")
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window must be a positive odd integer, got {window}")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
         self.channel, self.window, self.sigma = channel, int(window), float(sigma)
 
     def score(self, video: Video, ctx: SampleContext) -> float:

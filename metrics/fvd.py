@@ -137,6 +137,8 @@ class _FVDBase(MetricBase):
             rounding=resize_rounding,
         )
         self.cache = FeatureCache(cache_dir)
+        if int(ci_resamples) < 0:
+            raise ValueError(f"ci_resamples must be >= 0, got {ci_resamples}")
         self.ci_resamples, self.cov_ddof = int(ci_resamples), int(cov_ddof)
         self._extractor: VideoFeatureExtractor | None = None
         self._gen: list[np.ndarray] = []

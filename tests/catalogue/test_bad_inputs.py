@@ -72,6 +72,26 @@ RUN_CASES = [
     Case("metric-params-key", _run("metric_params.fvd={}"), r"metric_params\.fvd: not one of"),
     Case("metric-param", _run("metric_params.psnr_fp.bogus=1"), r"psnr_fp.*bogus"),
     Case("metric-params-type", _run("metric_params.psnr_fp=3"), r"metric_params\.psnr_fp"),
+    Case("metric-param-nan", _run("metric_params.psnr_fp.max_db=.nan"), r"max_db: must be finite"),
+    Case(
+        "metric-param-range",
+        _run("metrics=[ssim_fp]", "metric_params.ssim_fp.sigma=0"),
+        r"sigma must be positive",
+    ),
+    Case(
+        "metric-detector",
+        _run("metrics=[fvd]", "metric_params.fvd.detector=bogus", "generation.frames=16"),
+        r"unknown detector 'bogus'",
+    ),
+    Case(
+        "metric-reference-dir",
+        _run(
+            "metrics=[fvd]",
+            "metric_params.fvd={detector: mini, frames: 8, resolution: 32,"
+            " reference_dir: /nonexistent}",
+        ),
+        r"reference_dir /nonexistent is not a directory",
+    ),
     Case("calib-zero", _run("calibration.num_prompts=0"), r"calibration\.num_prompts: must be"),
     Case("calib-negative", _run("calibration.num_prompts=-1"), r"calibration\.num_prompts"),
     Case("gen-zero", _run("generation.num_prompts=0"), r"generation\.num_prompts: must be"),
