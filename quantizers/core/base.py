@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -27,6 +28,10 @@ from quantizers.core.quantizer import GRANULARITIES_A, GRANULARITIES_W
 from vqbench.types import BITS, CalibrationSet, QuantState, QuantTarget, digest
 
 SPEC_FIELDS = ("w_bits", "a_bits", "kernel", "version")
+#: config fields checked by name in every method's config (see QuantConfig.__post_init__)
+NONNEGATIVE = ("seed", "damp", "iters", "epochs", "weight_decay", "gamma", "early_steps")
+POSITIVE = ("max_block_bytes", "lr", "lr_lora", "lr_delta", "clip_lr", "group_size")
+UNIT_INTERVAL = ("momentum",)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,16 @@ class QuantConfig:
     version: str = "1"
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # every method's numbers: finite, and sane by name
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name}: must be a finite number, got {v}")
+            if f.name in NONNEGATIVE and isinstance(v, int | float) and v < 0:
+                raise ValueError(f"{f.name}: must be >= 0, got {v}")
+            if f.name in POSITIVE and isinstance(v, int | float) and v <= 0:
+                raise ValueError(f"{f.name}: must be > 0, got {v}")
+            if f.name in UNIT_INTERVAL and isinstance(v, float) and not 0 <= v <= 1:
+                raise ValueError(f"{f.name}: must lie in [0, 1], got {v}")
         for f in ("w_bits", "a_bits"):
             if getattr(self, f) not in BITS:
                 raise ValueError(f"{f}: {getattr(self, f)} is not one of {BITS}")

@@ -69,6 +69,16 @@ RUN_CASES = [
         _run("quantizers=[{name: smoothquant, w_bits: 8, a_bits: 8, params: {alpha: 3}}]"),
         r"alpha",
     ),
+    Case(
+        "quant-param-nan",
+        _run("quantizers=[{name: smoothquant, params: {momentum: .nan}}]"),
+        r"momentum: must be a finite number",
+    ),
+    Case(
+        "quant-param-negative",
+        _run("quantizers=[{name: quarot, params: {damp: -1.0}}]"),
+        r"damp: must be >= 0",
+    ),
     Case("metric-params-key", _run("metric_params.fvd={}"), r"metric_params\.fvd: not one of"),
     Case("metric-param", _run("metric_params.psnr_fp.bogus=1"), r"psnr_fp.*bogus"),
     Case("metric-params-type", _run("metric_params.psnr_fp=3"), r"metric_params\.psnr_fp"),
