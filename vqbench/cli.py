@@ -196,6 +196,17 @@ def cmd_mini(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return n
+
+
 class _Parser(argparse.ArgumentParser):
     """Argument errors on one line, like every other error (``--help`` shows the usage)."""
 
@@ -232,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help=cmd_report.__doc__)
     p.add_argument("results", nargs="?", default="runs", help="results dir (default: runs)")
     p.add_argument("--out", help="write leaderboard.{md,csv}, index.html and plots/ here")
-    p.add_argument("--strips", type=int, default=4, help="frame strips per group (0: none)")
+    p.add_argument("--strips", type=_count, default=4, help="frame strips per group (0: none)")
     p.add_argument("--settings", nargs="+", metavar="PATTERN", help="only these setting labels")
     p.add_argument("--paired", metavar="SETTING", help="also print paired deltas against it")
     p.add_argument(
