@@ -16,10 +16,17 @@ Modes:
 
 - ``fake``: ``Q_a`` and ``Q_w`` quantize-dequantize in float (what the papers report);
 - ``real``: weights stored as int8 codes (<=4 bits: two per byte), activations quantized per
-  token (or with a static range) to int8 codes of ``a_bits`` levels, one exact
-  ``torch._int_mm`` per weight group, then the zero-point corrections (row/column sums) and
-  the per-token x per-channel rescale. Integer codes equal the fake mode's, so real and
-  fake differ only by float summation order. A 16-bit side runs dequantized in float.
+  token (or with a static range) to int8 codes of ``a_bits`` levels, one exact integer GEMM
+  per weight group, then the zero-point corrections (row/column sums) and the per-token x
+  per-channel rescale. Integer codes equal the fake mode's, so real and fake differ only by
+  float summation order. A 16-bit side runs dequantized in float.
+
+The GEMM backend is chosen per device and ISA when the layer is built
+(:func:`~quantizers.core.backends.choose_backend`; ``self.backend``): ``int_mm``
+(``torch._int_mm``; <=4-bit weights unpacked per call) or ``fbgemm`` (CPU; the codes,
+<=4-bit ones expanded to int8, prepacked once into fbgemm's format, a runtime copy next to
+the stored codes that :meth:`QuantVariant.memory_bytes` does not count). A layer whose
+input arrives on another device than its backend serves runs ``int_mm``.
 """
 
 from __future__ import annotations
@@ -31,8 +38,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quantizers.core.backends import choose_backend, note_used
 from quantizers.core.context import current_step
-from quantizers.core.kernels import int_mm, pack_int4, quantize_act_int8, row_sums, unpack_int4
+from quantizers.core.kernels import (
+    fbgemm_linear,
+    fbgemm_linear_split,
+    fbgemm_pack,
+    fbgemm_saturates,
+    int_mm,
+    pack_int4,
+    quantize_act_int8,
+    quantize_act_u8,
+    row_sums,
+    unpack_int4,
+)
 from quantizers.core.observers import bucket_of
 from quantizers.core.quantizer import (
     fake_quant_act,
@@ -129,6 +148,12 @@ class QuantVariant(nn.Module):
             g = qweight.scale.shape[-1]
             colsum = codes.reshape(codes.shape[0], g, -1).sum(-1, dtype=torch.int32)
             self.register_buffer("w_colsum", colsum.float())
+        self.backend = "fake" if mode == "fake" else "float"
+        if mode == "real" and spec.w_bits < 16 and spec.a_bits < 16:
+            self.backend = choose_backend(weight.device)
+            note_used(self.backend)
+        if self.backend == "fbgemm":
+            self._pack_fbgemm(qweight)
         self.register_buffer("smooth", None if smooth is None else smooth.detach().float().clone())
         self.register_buffer("a_scale", None)
         self.register_buffer("a_zero", None)
@@ -137,6 +162,29 @@ class QuantVariant(nn.Module):
                 raise ValueError("a_granularity 'tensor' needs a calibrated act_range")
             lo, hi = (torch.as_tensor(v, dtype=torch.float32).reshape(1, 1) for v in act_range)
             self.a_scale, self.a_zero = qparams_from_range(lo, hi, spec.a_bits, spec.a_symmetric)
+
+    def _pack_fbgemm(self, qweight: QWeight) -> None:
+        """fbgemm's packed weight per group and the activation zero point's correction.
+
+        fbgemm returns ``F[m, n] = sum_g s_g[n] sum_k u[m, k] (c[n, k] - z_g[n])``; with
+        ``x_hat = (u - z_u) s_x`` the output is ``s_x (F - z_u w_corr) + b``, where
+        ``w_corr[n] = sum_g s_g[n] (colsum_g[n] - k z_g[n])``. Where fbgemm saturates and the
+        codes are wide enough to reach int16's limit (8-bit weights with 8-bit activations),
+        each GEMM is split in two (:func:`~quantizers.core.kernels.fbgemm_linear_split`).
+        """
+        n, kk = qweight.codes.shape
+        groups = qweight.scale.shape[-1]
+        k = kk // groups
+        scale, zero = qweight.scale.float().expand(n, groups), qweight.zero.expand(n, groups)
+        self._packed = [
+            fbgemm_pack(qweight.codes[:, g * k : (g + 1) * k], scale[:, g], zero[:, g])
+            for g in range(groups)
+        ]
+        corr = (scale * (self.w_colsum - k * zero)).sum(-1)
+        self.register_buffer("w_corr", corr.contiguous(), persistent=False)
+        s = self.spec
+        u_max = 2 ** (s.a_bits - 1) - 1 + 128 if s.a_symmetric else 2**s.a_bits - 1
+        self._split = 2 * u_max * 2 ** (s.w_bits - 1) > 32767 and fbgemm_saturates()
 
     def int_weight(self) -> torch.Tensor:
         """Signed int8 codes ``[N, K]`` (unpacked on the fly when packed)."""
@@ -156,7 +204,25 @@ class QuantVariant(nn.Module):
                 x = fake_quant_act(x, s.a_bits, s.a_symmetric, self.a_scale, self.a_zero)
             w = self.float_weight().to(x.dtype)
             return F.linear(x, w, None if bias is None else bias.to(x.dtype))
+        if self.backend == "fbgemm" and x.device.type == "cpu":
+            return self._fbgemm_matmul(x, bias)
         return self._int_matmul(x, bias)
+
+    def _fbgemm_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        s = self.spec
+        u, sx, zu = quantize_act_u8(x.float(), s.a_bits, s.a_symmetric, self.a_scale, self.a_zero)
+        m, groups = u.shape[0], len(self._packed)
+        k = u.shape[1] // groups
+        out = None
+        gemm = fbgemm_linear_split if self._split else fbgemm_linear
+        for g, packed in enumerate(self._packed):
+            y = gemm(u if groups == 1 else u[:, g * k : (g + 1) * k], packed)
+            out = y if out is None else out.add_(y)
+        out.addr_(zu.expand(m, 1).reshape(m), self.w_corr, alpha=-1)
+        out.mul_(sx)
+        if bias is not None:
+            out.add_(bias.float())
+        return out.to(x.dtype)
 
     def _int_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         s = self.spec
