@@ -77,16 +77,6 @@ def cpu_backend(capability: str, vnni: bool, amx: bool, fbgemm: bool = True) -> 
     return "fbgemm"
 
 
-def bf16_native() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX at AVX-512 dispatch).
-
-    Elsewhere (AVX2) bf16 matmuls are emulated and 80-420x slower than fp32.
-    """
-    flags = cpu_flags()
-    cap = torch.backends.cpu.get_cpu_capability()
-    return cap.startswith("AVX512") and (flags["avx512_bf16"] or flags["amx"])
-
-
 def choose_backend(device: torch.device | str) -> str:
     """The backend real layers on ``device`` use (``VQBENCH_KERNEL_BACKEND`` overrides)."""
     device = torch.device(device)

@@ -152,3 +152,16 @@ def test_cuda_real_matches_fake(spec):
     with torch.no_grad():
         yf, yr = fake(x), real(x)
     assert ((yr - yf).norm() / yf.norm()).item() < TOL
+
+
+def test_bf16_only_where_native(monkeypatch, caplog):
+    from vqbench.mini import train_generator
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    with caplog.at_level("INFO", logger="vqbench.mini.train_generator"):
+        assert train_generator.use_bf16(True) is False
+    assert "no native bf16" in caplog.text
+    assert train_generator.use_bf16(False) is False
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert train_generator.use_bf16(True) is True
