@@ -218,13 +218,16 @@ class QuantVariant(nn.Module):
         for g, packed in enumerate(self._packed):
             y = gemm(u if groups == 1 else u[:, g * k : (g + 1) * k], packed)
             out = y if out is None else out.add_(y)
-        out.addr_(zu.expand(m, 1).reshape(m), self.w_corr, alpha=-1)
-        out.mul_(sx)
-        if bias is not None:
-            out.add_(bias.float())
-        return out.to(x.dtype)
+        left = [-zu.expand(m, 1).reshape(m)]
+        return _epilogue(out, sx, left, [self.w_corr], bias).to(x.dtype)
 
     def _int_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``torch._int_mm`` per group, then one rank-r update for every correction term.
+
+        ``y = s_x sum_g s_g (q.w_g - z_x colsum_g - z_g (rows_g - k z_x)) + b``: the scaled
+        products take one pass over ``[M, N]`` per group, the zero-point corrections and the
+        bias one ``addmm`` of rank <= 2 groups + 1 (:func:`_epilogue`).
+        """
         s = self.spec
         q, sx, zx = quantize_act_int8(x.float(), s.a_bits, s.a_symmetric, self.a_scale, self.a_zero)
         w = self.int_weight()
@@ -232,22 +235,19 @@ class QuantVariant(nn.Module):
         groups = self.w_scale.shape[-1]
         k = q.shape[1] // groups
         zx_m = zx.expand(m, 1).reshape(m)
-        out = None
+        out, left, right = None, [], []
         for g in range(groups):
             sl = slice(g * k, (g + 1) * k)
             qg, wg = (q, w) if groups == 1 else (q[:, sl], w[:, sl])
-            acc = int_mm(qg, wg.t()).float()  # in-place ops below: no more [M, N] buffers
-            if not s.a_symmetric:  # sum_k (q - zx) w = q.w - zx * colsum(w)
-                acc.addr_(zx_m, self.w_colsum[:, g], alpha=-1)
-            if not s.w_symmetric:  # ... - zw * sum_k (q - zx)
-                rows = row_sums(qg).float() - k * zx_m
-                acc.addr_(rows, self.w_zero[:, g].expand(n), alpha=-1)
-            acc.mul_(self.w_scale[:, g])
+            acc = torch.mul(int_mm(qg, wg.t()), self.w_scale[:, g])  # int32 -> float, scaled
             out = acc if out is None else out.add_(acc)
-        out.mul_(sx)
-        if bias is not None:
-            out.add_(bias.float())
-        return out.to(x.dtype)
+            if not s.a_symmetric:  # sum_k (q - zx) w = q.w - zx * colsum(w)
+                left.append(-zx_m)
+                right.append((self.w_scale[:, g] * self.w_colsum[:, g]).expand(n))
+            if not s.w_symmetric:  # ... - zw * sum_k (q - zx)
+                left.append(k * zx_m - row_sums(qg).float())
+                right.append((self.w_scale[:, g] * self.w_zero[:, g]).expand(n))
+        return _epilogue(out, sx, left, right, bias).to(x.dtype)
 
     def memory_bytes(self) -> int:
         """Packed storage: codes (<=4 bits two per byte) + scales/zeros + static ranges."""
@@ -260,6 +260,27 @@ class QuantVariant(nn.Module):
         total += n * ((k + 1) // 2 if s.w_bits <= 4 else k)
         n_scales = {"tensor": 1, "channel": n}.get(s.w_granularity, n * (k // s.group_size))
         return total + n_scales * 4 * (1 if s.w_symmetric else 2)
+
+
+def _epilogue(
+    out: torch.Tensor,
+    sx: torch.Tensor,
+    left: list[torch.Tensor],
+    right: list[torch.Tensor],
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """``sx * (out + sum_i left_i right_i^T) + bias`` in two passes over ``out [M, N]``."""
+    out.mul_(sx)
+    m = out.shape[0]
+    sx_m = sx.expand(m, 1).reshape(m)
+    cols = [v * sx_m for v in left]
+    rows = list(right)
+    if bias is not None:
+        cols.append(torch.ones_like(sx_m))
+        rows.append(bias.float())
+    if cols:
+        out.addmm_(torch.stack(cols, 1), torch.stack(rows, 0))
+    return out
 
 
 class QuantLinear(nn.Module):
