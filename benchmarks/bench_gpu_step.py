@@ -28,6 +28,7 @@ from torch import nn
 
 from vqbench.adapters.base import match_rules
 from vqbench.adapters.cogvideox import CogVideoXAdapter
+from vqbench.environment import cpu_info
 from vqbench.registry import QUANTIZERS
 from vqbench.types import QuantTarget
 
@@ -115,6 +116,7 @@ def main() -> None:
     model, batch = build(TINY if args.tiny else COGVIDEOX_2B, device, dtype)
     target = target_of(model)
     out: dict[str, object] = {"device": torch.cuda.get_device_name() if cuda else "cpu"}
+    out.update(cpu_info())
     out["params_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
     with torch.no_grad():
         ref = target.forward(batch).float()
@@ -124,6 +126,7 @@ def main() -> None:
         q.quantize(target, q.calibrate(target, one_row(batch)))
         quant = target.forward(batch).float()
         out["W8A8_real_s"] = w8 = timed(step, args.iters)
+        out["kernel_backend"] = q.describe()["kernel_backend"]
     out["speedup_W8A8"] = round(fp / w8, 2)
     out["rel_err_vs_fp"] = round(float((quant - ref).norm() / ref.norm()), 4)
     out["iters"] = args.iters

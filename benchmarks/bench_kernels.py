@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from isa import isa_line  # sibling script (run as benchmarks/bench_kernels.py)
 from torch import nn
 
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant
@@ -63,8 +64,9 @@ def main() -> None:
             QuantLinear(li, [QuantVariant(spec, "real", li.weight)]) for li in fp
         ]
     x = torch.randn(m, k)
+    backend = stacks["W8A8 real"][0].variants[0].backend
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, tokens {m}, width {k}, "
-          f"heap malloc {heap}")  # fmt: skip
+          f"heap malloc {heap}, kernel backend {backend}, {isa_line()}")  # fmt: skip
     results = {}
     with torch.no_grad():
         for name, layers in stacks.items():

@@ -23,7 +23,9 @@ from collections.abc import Callable
 
 import torch
 from bench_kernels import timed  # the sibling script (run as benchmarks/bench_step.py)
+from isa import isa_line
 
+from quantizers.core.backends import last_used
 from vqbench.adapters.mini import MiniAdapter
 from vqbench.config import GenerationSpec
 from vqbench.cpu_alloc import keep_heap_memory
@@ -126,7 +128,7 @@ def main() -> None:
             "speedup_W4A8": round(secs["fp32"] / secs["W4A8"], 2),
         }
         print(f"{name}: " + json.dumps(report[name]))
-    meta = {"threads": torch.get_num_threads(), "iters": args.iters, "heap_malloc": heap}
+    meta = {**isa_line(), "kernel_backend": last_used(), "iters": args.iters, "heap_malloc": heap}
     print(json.dumps({**meta, **report}))
 
 

@@ -1,4 +1,4 @@
-"""Serve large CPU tensors from the malloc heap and keep freed memory there.
+"""Serve large CPU tensors from the malloc heap and keep freed memory there; native bf16?
 
 glibc's malloc serves every block above 32 MiB with a fresh ``mmap`` and unmaps it on free.
 A video transformer's activations are such blocks (a Latte-width ``[8192, 4608]`` float
@@ -22,6 +22,8 @@ import ctypes.util
 import functools
 import logging
 import os
+
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -54,3 +56,14 @@ def keep_heap_memory() -> bool:
     )
     logger.debug("malloc: reuse freed heap memory (%s)", "applied" if ok else "failed")
     return ok
+
+
+def bf16_native() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX, at AVX-512 dispatch).
+
+    Elsewhere (AVX2) CPU bf16 matmuls are emulated, 80-420x slower than fp32; paths that
+    would pick bf16 on CPU check this and fall back to fp32 with a log line.
+    """
+    cap = torch.backends.cpu.get_cpu_capability()
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return cap.startswith("AVX512") and native

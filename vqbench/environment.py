@@ -21,6 +21,12 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def cpu_info() -> dict[str, str | None]:
+    """``cpu_capability`` (``torch.backends.cpu.get_cpu_capability()``) and ``cpu_model``:
+    what every run record and benchmark line names beside a time."""
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model()}
+
+
 def git_sha() -> str | None:
     """HEAD of the checkout vqbench runs from, if it is one."""
     try:
@@ -50,7 +56,6 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "cpu_model": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **cpu_info(),
         "threads": torch.get_num_threads(),
     }

@@ -217,12 +217,23 @@ class BaseQuantizer:
         return effective_bits(self.plans(target), self.config.early_steps, num_steps)
 
     def describe(self) -> dict[str, Any]:
-        """Name, version, config and its hash, for the run record."""
+        """Name, version, config and its hash, for the run record.
+
+        ``kernel_backend``: ``"fake"`` in fake mode, else the integer-GEMM backend of the
+        real layers built last in this process (:mod:`quantizers.core.backends`; after
+        :meth:`quantize`), or the one this CPU would use before any was built.
+        """
+        from quantizers.core import backends
+
+        backend = "fake"
+        if self.config.kernel == "real":
+            backend = backends.last_used() or backends.choose_backend("cpu")
         return {
             "name": self.name,
             "version": self.config.version,
             "config": self.config.to_dict(),
             "config_hash": self.config.hash(),
+            "kernel_backend": backend,
         }
 
     # ---- method hooks (RTN by default) -----------------------------------------------------

@@ -1,4 +1,8 @@
-"""Integer kernels of the real mode: nibble packing, int8 GEMM, per-token int8 activations.
+"""Integer kernels of the real mode: nibble packing, int8 GEMMs, per-token int8 activations.
+
+Two GEMM backends (chosen in :mod:`quantizers.core.backends`): ``torch._int_mm`` and
+fbgemm's prepacked int8 linear (:func:`fbgemm_pack`, :func:`fbgemm_linear`), which takes
+unsigned activation codes as exact integers in a float tensor (:func:`quantize_act_u8`).
 
 ``torch._int_mm(a int8 [M,K], b int8 [K,N]) -> int32 [M,N]`` is exact. On CPU (torch 2.13)
 it accepts every shape; on CUDA it needs ``M > 16`` and ``K``, ``N`` multiples of 8, so
@@ -12,8 +16,12 @@ on the same thread; callers use them at once.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import threading
+import warnings
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -111,3 +119,90 @@ def quantize_act_int8(
     q.add_(zero - off).clamp_(qmin - off, qmax - off)
     codes = _workspace(x.shape, torch.int8).copy_(q) if cpu else q.to(torch.int8)
     return codes, scale, zero - off
+
+
+def quantize_act_u8(
+    x: torch.Tensor,
+    bits: int,
+    symmetric: bool,
+    scale: torch.Tensor | None = None,
+    zero: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unsigned ``bits``-bit codes of ``x [M, K]`` as exact integers in a float tensor.
+
+    The codes of :func:`quantize_act_int8` plus ``128`` for symmetric activations (so they
+    lie in ``[0, 255]``, fbgemm's input range); asymmetric codes are unsigned already.
+    Returns ``(u float [M, K], scale [M or 1, 1], zero of u [M or 1, 1])``; on CPU ``u`` lives
+    in a per-thread workspace, valid until the next call.
+    """
+    if scale is None or zero is None:
+        lo, hi = token_range(x)
+        scale, zero = qparams_from_range(lo, hi, bits, symmetric)
+    qmin, qmax = qrange(bits, symmetric)
+    off = 128 if symmetric else 0
+    cpu = x.device.type == "cpu" and x.dim() == 2
+    u = torch.div(x, scale, out=_workspace(x.shape, x.dtype)) if cpu else torch.div(x, scale)
+    u.round_()
+    u.add_(zero + off).clamp_(qmin + off, qmax + off)
+    return u, scale, zero + off
+
+
+@contextlib.contextmanager
+def _quantized_engine(name: str) -> Iterator[None]:
+    prev = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = prev
+
+
+def fbgemm_pack(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> object:
+    """Prepack signed int8 weight codes ``[N, K]`` for :func:`fbgemm_linear`.
+
+    Row ``n`` stands for ``(codes[n] - zero[n]) * scale[n]`` (``scale``, ``zero``: ``[N]``,
+    ``zero`` integer-valued in [-128, 127]). Returns fbgemm's packed-weight object.
+    """
+    n = codes.shape[0]
+    scale = scale.double().expand(n).contiguous()
+    zero = zero.round().long().expand(n).contiguous()
+    with warnings.catch_warnings():  # quantized tensors are deprecated, fbgemm's API needs one
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
+        qw = torch._make_per_channel_quantized_tensor(codes.contiguous(), scale, zero, 0)
+        with _quantized_engine("fbgemm"):
+            return torch.ops.quantized.linear_prepack(qw, None)
+
+
+def fbgemm_linear(u: torch.Tensor, packed: object) -> torch.Tensor:
+    """``sum_k u[m, k] (codes[n, k] - zero[n]) scale[n]`` for integer codes ``u`` in [0, 255].
+
+    ``u [M, K]`` is float; unit input scale and zero point make fbgemm's own quantization of
+    it exact, so the int32 sums are exact (see :mod:`quantizers.core.backends` for the one
+    exception, saturation on CPUs without VNNI). Returns float32 ``[M, N]``.
+    """
+    op = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+    return op(u.contiguous(), 1.0, 0, packed)
+
+
+@functools.cache
+def fbgemm_saturates() -> bool:
+    """Whether this process's fbgemm sums ``u8 x s8`` product pairs in saturating int16.
+
+    True on CPUs without VNNI (AVX2, AVX-512 without VNNI, or ``FBGEMM_ENABLE_INSTRUCTIONS``
+    capping fbgemm below VNNI); probed once with one dot product of 64 maximal codes.
+    """
+    codes = torch.full((1, 64), 127, dtype=torch.int8)
+    packed = fbgemm_pack(codes, torch.ones(1), torch.zeros(1))
+    out = fbgemm_linear(torch.full((1, 64), 255.0), packed)
+    return int(out[0, 0].item()) != 255 * 127 * 64
+
+
+def fbgemm_linear_split(u: torch.Tensor, packed: object) -> torch.Tensor:
+    """:func:`fbgemm_linear` that cannot saturate: ``u = 128 h + l`` with ``l < 128``.
+
+    Two GEMMs over the same packed weight, ``F(l) + 128 F(h)``: every int16 pair sum stays
+    within ``2 * 127 * 128 = 32512``, so the result is exact on every CPU.
+    """
+    high = torch.floor(u * (1 / 128))
+    low = u.sub(high, alpha=128)
+    return fbgemm_linear(low, packed).add_(fbgemm_linear(high, packed), alpha=128)

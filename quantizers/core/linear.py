@@ -16,10 +16,17 @@ Modes:
 
 - ``fake``: ``Q_a`` and ``Q_w`` quantize-dequantize in float (what the papers report);
 - ``real``: weights stored as int8 codes (<=4 bits: two per byte), activations quantized per
-  token (or with a static range) to int8 codes of ``a_bits`` levels, one exact
-  ``torch._int_mm`` per weight group, then the zero-point corrections (row/column sums) and
-  the per-token x per-channel rescale. Integer codes equal the fake mode's, so real and
-  fake differ only by float summation order. A 16-bit side runs dequantized in float.
+  token (or with a static range) to int8 codes of ``a_bits`` levels, one exact integer GEMM
+  per weight group, then the zero-point corrections (row/column sums) and the per-token x
+  per-channel rescale. Integer codes equal the fake mode's, so real and fake differ only by
+  float summation order. A 16-bit side runs dequantized in float.
+
+The GEMM backend is chosen per device and ISA when the layer is built
+(:func:`~quantizers.core.backends.choose_backend`; ``self.backend``): ``int_mm``
+(``torch._int_mm``; <=4-bit weights unpacked per call) or ``fbgemm`` (CPU; the codes,
+<=4-bit ones expanded to int8, prepacked once into fbgemm's format, a runtime copy next to
+the stored codes that :meth:`QuantVariant.memory_bytes` does not count). A layer whose
+input arrives on another device than its backend serves runs ``int_mm``.
 """
 
 from __future__ import annotations
@@ -31,8 +38,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quantizers.core.backends import choose_backend, note_used
 from quantizers.core.context import current_step
-from quantizers.core.kernels import int_mm, pack_int4, quantize_act_int8, row_sums, unpack_int4
+from quantizers.core.kernels import (
+    fbgemm_linear,
+    fbgemm_linear_split,
+    fbgemm_pack,
+    fbgemm_saturates,
+    int_mm,
+    pack_int4,
+    quantize_act_int8,
+    quantize_act_u8,
+    row_sums,
+    unpack_int4,
+)
 from quantizers.core.observers import bucket_of
 from quantizers.core.quantizer import (
     fake_quant_act,
@@ -41,9 +60,10 @@ from quantizers.core.quantizer import (
     quantize_codes,
     weight_qparams,
 )
+from vqbench.types import KERNEL_MODES
 
 logger = logging.getLogger(__name__)
-MODES = ("fake", "real")
+MODES = KERNEL_MODES  # one declaration: vqbench.types
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,12 @@ class QuantVariant(nn.Module):
             g = qweight.scale.shape[-1]
             colsum = codes.reshape(codes.shape[0], g, -1).sum(-1, dtype=torch.int32)
             self.register_buffer("w_colsum", colsum.float())
+        self.backend = "fake" if mode == "fake" else "float"
+        if mode == "real" and spec.w_bits < 16 and spec.a_bits < 16:
+            self.backend = choose_backend(weight.device)
+            note_used(self.backend)
+        if self.backend == "fbgemm":
+            self._pack_fbgemm(qweight)
         self.register_buffer("smooth", None if smooth is None else smooth.detach().float().clone())
         self.register_buffer("a_scale", None)
         self.register_buffer("a_zero", None)
@@ -137,6 +163,29 @@ class QuantVariant(nn.Module):
                 raise ValueError("a_granularity 'tensor' needs a calibrated act_range")
             lo, hi = (torch.as_tensor(v, dtype=torch.float32).reshape(1, 1) for v in act_range)
             self.a_scale, self.a_zero = qparams_from_range(lo, hi, spec.a_bits, spec.a_symmetric)
+
+    def _pack_fbgemm(self, qweight: QWeight) -> None:
+        """fbgemm's packed weight per group and the activation zero point's correction.
+
+        fbgemm returns ``F[m, n] = sum_g s_g[n] sum_k u[m, k] (c[n, k] - z_g[n])``; with
+        ``x_hat = (u - z_u) s_x`` the output is ``s_x (F - z_u w_corr) + b``, where
+        ``w_corr[n] = sum_g s_g[n] (colsum_g[n] - k z_g[n])``. Where fbgemm saturates and the
+        codes are wide enough to reach int16's limit (8-bit weights with 8-bit activations),
+        each GEMM is split in two (:func:`~quantizers.core.kernels.fbgemm_linear_split`).
+        """
+        n, kk = qweight.codes.shape
+        groups = qweight.scale.shape[-1]
+        k = kk // groups
+        scale, zero = qweight.scale.float().expand(n, groups), qweight.zero.expand(n, groups)
+        self._packed = [
+            fbgemm_pack(qweight.codes[:, g * k : (g + 1) * k], scale[:, g], zero[:, g])
+            for g in range(groups)
+        ]
+        corr = (scale * (self.w_colsum - k * zero)).sum(-1)
+        self.register_buffer("w_corr", corr.contiguous(), persistent=False)
+        s = self.spec
+        u_max = 2 ** (s.a_bits - 1) - 1 + 128 if s.a_symmetric else 2**s.a_bits - 1
+        self._split = 2 * u_max * 2 ** (s.w_bits - 1) > 32767 and fbgemm_saturates()
 
     def int_weight(self) -> torch.Tensor:
         """Signed int8 codes ``[N, K]`` (unpacked on the fly when packed)."""
@@ -156,9 +205,30 @@ class QuantVariant(nn.Module):
                 x = fake_quant_act(x, s.a_bits, s.a_symmetric, self.a_scale, self.a_zero)
             w = self.float_weight().to(x.dtype)
             return F.linear(x, w, None if bias is None else bias.to(x.dtype))
+        if self.backend == "fbgemm" and x.device.type == "cpu":
+            return self._fbgemm_matmul(x, bias)
         return self._int_matmul(x, bias)
 
+    def _fbgemm_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        s = self.spec
+        u, sx, zu = quantize_act_u8(x.float(), s.a_bits, s.a_symmetric, self.a_scale, self.a_zero)
+        m, groups = u.shape[0], len(self._packed)
+        k = u.shape[1] // groups
+        out = None
+        gemm = fbgemm_linear_split if self._split else fbgemm_linear
+        for g, packed in enumerate(self._packed):
+            y = gemm(u if groups == 1 else u[:, g * k : (g + 1) * k], packed)
+            out = y if out is None else out.add_(y)
+        left = [-zu.expand(m, 1).reshape(m)]
+        return _epilogue(out, sx, left, [self.w_corr], bias).to(x.dtype)
+
     def _int_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``torch._int_mm`` per group, then one rank-r update for every correction term.
+
+        ``y = s_x sum_g s_g (q.w_g - z_x colsum_g - z_g (rows_g - k z_x)) + b``: the scaled
+        products take one pass over ``[M, N]`` per group, the zero-point corrections and the
+        bias one ``addmm`` of rank <= 2 groups + 1 (:func:`_epilogue`).
+        """
         s = self.spec
         q, sx, zx = quantize_act_int8(x.float(), s.a_bits, s.a_symmetric, self.a_scale, self.a_zero)
         w = self.int_weight()
@@ -166,22 +236,19 @@ class QuantVariant(nn.Module):
         groups = self.w_scale.shape[-1]
         k = q.shape[1] // groups
         zx_m = zx.expand(m, 1).reshape(m)
-        out = None
+        out, left, right = None, [], []
         for g in range(groups):
             sl = slice(g * k, (g + 1) * k)
             qg, wg = (q, w) if groups == 1 else (q[:, sl], w[:, sl])
-            acc = int_mm(qg, wg.t()).float()  # in-place ops below: no more [M, N] buffers
-            if not s.a_symmetric:  # sum_k (q - zx) w = q.w - zx * colsum(w)
-                acc.addr_(zx_m, self.w_colsum[:, g], alpha=-1)
-            if not s.w_symmetric:  # ... - zw * sum_k (q - zx)
-                rows = row_sums(qg).float() - k * zx_m
-                acc.addr_(rows, self.w_zero[:, g].expand(n), alpha=-1)
-            acc.mul_(self.w_scale[:, g])
+            acc = torch.mul(int_mm(qg, wg.t()), self.w_scale[:, g])  # int32 -> float, scaled
             out = acc if out is None else out.add_(acc)
-        out.mul_(sx)
-        if bias is not None:
-            out.add_(bias.float())
-        return out.to(x.dtype)
+            if not s.a_symmetric:  # sum_k (q - zx) w = q.w - zx * colsum(w)
+                left.append(-zx_m)
+                right.append((self.w_scale[:, g] * self.w_colsum[:, g]).expand(n))
+            if not s.w_symmetric:  # ... - zw * sum_k (q - zx)
+                left.append(k * zx_m - row_sums(qg).float())
+                right.append((self.w_scale[:, g] * self.w_zero[:, g]).expand(n))
+        return _epilogue(out, sx, left, right, bias).to(x.dtype)
 
     def memory_bytes(self) -> int:
         """Packed storage: codes (<=4 bits two per byte) + scales/zeros + static ranges."""
@@ -194,6 +261,27 @@ class QuantVariant(nn.Module):
         total += n * ((k + 1) // 2 if s.w_bits <= 4 else k)
         n_scales = {"tensor": 1, "channel": n}.get(s.w_granularity, n * (k // s.group_size))
         return total + n_scales * 4 * (1 if s.w_symmetric else 2)
+
+
+def _epilogue(
+    out: torch.Tensor,
+    sx: torch.Tensor,
+    left: list[torch.Tensor],
+    right: list[torch.Tensor],
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """``sx * (out + sum_i left_i right_i^T) + bias`` in two passes over ``out [M, N]``."""
+    out.mul_(sx)
+    m = out.shape[0]
+    sx_m = sx.expand(m, 1).reshape(m)
+    cols = [v * sx_m for v in left]
+    rows = list(right)
+    if bias is not None:
+        cols.append(torch.ones_like(sx_m))
+        rows.append(bias.float())
+    if cols:
+        out.addmm_(torch.stack(cols, 1), torch.stack(rows, 0))
+    return out
 
 
 class QuantLinear(nn.Module):

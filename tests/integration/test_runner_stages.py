@@ -37,5 +37,13 @@ def test_records_carry_stage_timings_and_the_isa(tmp_path):
     for stage in ("prepare", "load", "fp_generation", "capture", "calibrate", "generate"):
         assert q.timings[stage] >= 0.0, stage
     assert "capture" not in recs["fp"].timings  # FP is finished before calibration
-    assert q.environment["cpu_capability"]
+    assert q.environment["cpu_capability"] and q.environment["cpu_model"]
+    assert q.quantizer["kernel_backend"] == "fake"
     assert q.status == "ok" and q.error is None
+
+
+def test_real_kernel_records_name_their_backend(tmp_path):
+    recs = _run(
+        tmp_path / "a", tmp_path / "cache", "generation.prompts=tiny", "quantizers.0.kernel=real"
+    )
+    assert recs["smoothquant-W8A8"].quantizer["kernel_backend"] in ("int_mm", "fbgemm")

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from vqbench.cpu_alloc import bf16_native
 from vqbench.mini.dataset import FRAMES, SIZE, render_batch, sample_batch
 from vqbench.mini.models import MiniTextEncoder, build_transformer, tokenize
 
@@ -56,9 +57,19 @@ def export(transformer, text_encoder, out: Path, dtype: torch.dtype = torch.bflo
     make_schedulers()[1].save_pretrained(out / "scheduler")
 
 
+def use_bf16(requested: bool) -> bool:
+    """``requested``, unless this CPU lacks native bf16: then fp32, with a log line."""
+    if requested and not bf16_native():
+        cap = torch.backends.cpu.get_cpu_capability()
+        log.info("bf16 autocast off: this CPU (%s) has no native bf16; training in fp32", cap)
+        return False
+    return requested
+
+
 def train(args: argparse.Namespace) -> None:
     """Run the training loop described in the module docstring."""
     torch.set_num_threads(args.threads)
+    args.bf16 = use_bf16(args.bf16)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
