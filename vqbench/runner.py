@@ -25,7 +25,7 @@ import torch
 from vqbench import shard
 from vqbench.cache import CALIBRATION, FP_VIDEOS, QUANT_STATE, cache_key
 from vqbench.config import QuantSpec, RunConfig, config_hash, to_dict
-from vqbench.cpu_alloc import keep_heap_memory
+from vqbench.cpu_alloc import bf16_native, keep_heap_memory
 from vqbench.environment import environment
 from vqbench.finish import fail_setting, finish_setting
 from vqbench.guards import check_quantized, finite_outputs
@@ -63,6 +63,12 @@ def prepare(cfg: RunConfig, run_id: str | None = None) -> Plan:
     rank, _, device = shard.setup(cfg.model.device)
     if torch.device(device).type == "cpu":
         keep_heap_memory()  # large activations stop page-faulting (speed only)
+        if cfg.model.dtype == "bfloat16" and not bf16_native():
+            log.warning(
+                "model.dtype bfloat16 is emulated on this CPU (no AVX-512 BF16/AMX), "
+                "80-400x slower than float32: running float32 (the record says so)"
+            )
+            cfg.model.dtype = "float32"
     gen = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
     c = cfg.calibration
     calib = load_prompts(c.prompts, c.num_prompts, "calibration.prompts") if cfg.quantizers else []
