@@ -83,6 +83,7 @@ def test_two_concurrent_runs_into_one_output_dir(sandbox):
         ("W8A8", "[{name: tiny-latte, key: ../../evil}]", r"models\[0\]\.key: .* not a safe name"),
         ("W8A8", "[{name: tiny-latte, path: /nonexistent}]", r"model\.path: .* does not exist"),
     ],
+    ids=["sweep-bits-7", "sweep-bits-malformed", "sweep-key-traversal", "sweep-model-path"],
 )
 def test_bad_sweep_is_refused_before_any_cell(sandbox, capsys, bits, models, pattern):
     code, err, _ = invoke(sandbox, ["sweep", "-c", str(_sweep(sandbox, bits, models))], capsys)
