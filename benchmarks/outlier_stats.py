@@ -90,6 +90,7 @@ def main() -> None:
     torch.manual_seed(0)
     texts = [p.text for p in load_prompts(args.prompts)[: args.n]]
     cols = ["n", "median", "p90", "max", "median_high_noise", "median_low_noise"]
+    print(f"torch {torch.__version__}, ISA {torch.backends.cpu.get_cpu_capability()}")
     print("| model | linears | " + " | ".join(cols) + " |")
     print("|---|---|" + "---|" * len(cols))
     for model in args.models:
