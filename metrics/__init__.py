@@ -14,6 +14,7 @@ CATALOG: dict[str, str] = {
     "clipsim": "metrics.clip_score:CLIPSim",
     "clip_temp": "metrics.clip_score:CLIPTemp",
     "scene_consistency": "metrics.scene:SceneConsistency",
+    "temporal_flickering": "metrics.flicker:TemporalFlickering",
     "vbench_subject_consistency": "metrics.vbench_dims:SubjectConsistency",
     "vbench_background_consistency": "metrics.vbench_dims:BackgroundConsistency",
     "vbench_motion_smoothness": "metrics.vbench_dims:MotionSmoothness",

@@ -10,6 +10,7 @@ import importlib
 
 CATALOG: dict[str, str] = {
     "mini": "vqbench.adapters.mini:MiniAdapter",
+    "mini-outlier": "vqbench.adapters.mini_outlier:MiniOutlierAdapter",
     "tiny-latte": "vqbench.adapters.latte:TinyLatteAdapter",
     "latte": "vqbench.adapters.latte:LatteAdapter",
     "tiny-cogvideox": "vqbench.adapters.cogvideox:TinyCogVideoXAdapter",
