@@ -4,7 +4,7 @@ Runs ``python -m vqbench.cli run -q`` twice in subprocesses with ``VQBENCH_CACHE
 at a fresh temporary directory (the first run fills it, the second reuses it) and the output
 in another, then prints each run's wall time, the machine's load average and, per setting,
 the stage seconds its ``run.json`` carries under ``timings`` (prepare, fp_generation,
-capture, calibrate, quantize, generate, metrics, write; wall time only where a record has
+capture, calibrate, quantize, generate, metrics, latency; wall time only where a record has
 none)::
 
     .venv/bin/python benchmarks/bench_default_run.py
