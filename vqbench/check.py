@@ -132,9 +132,9 @@ def _gate_fields(spec: Any, where: str) -> dict[str, Any]:
 # ---- loading entries ---------------------------------------------------------------------
 def entry_from_record(r: RunRecord) -> Entry:
     """An :class:`Entry` from a run record."""
-    from vqbench.report.tables import group_key, record_status, set_size
+    from vqbench.report.tables import group_key, set_size
 
-    status, error = record_status(r)
+    status, error = r.status, r.error
     e = Entry(str(r.model.get("name") or r.model.get("id")), r.label, group_key(r))
     e.status, e.error = status, error
     for name, m in r.metrics.items():
@@ -195,12 +195,10 @@ def load_entries(path: str | Path) -> list[Entry]:
         p = p / "leaderboard.csv"
     if p.suffix == ".csv":
         return entries_from_csv(p)
-    from vqbench.report.tables import load_record
-
     if p.is_file():
-        records = [load_record(p)]
+        records = [RunRecord.load(p)]
     else:
-        records = [load_record(f) for f in sorted(p.rglob("run.json"))]
+        records = [RunRecord.load(f) for f in sorted(p.rglob("run.json"))]
     records.sort(key=lambda r: (r.created, r.run_id))
     latest = {(e.model, e.setting): e for e in map(entry_from_record, records)}
     return list(latest.values())

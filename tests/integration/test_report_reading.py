@@ -45,12 +45,12 @@ def results(tmp_path_factory) -> Path:
 
 
 def test_metrics_ordered_by_separation_saturated_last(results):
-    from vqbench.report.tables import load_record
+    from vqbench.records import RunRecord
 
-    df = leaderboard([load_record(p) for p in sorted(results.rglob("run.json"))])
+    df = leaderboard([RunRecord.load(p) for p in sorted(results.rglob("run.json"))])
     # psnr_fp: 24..29 dB with +-0.3 CIs separates; clipsim: 0.27..0.30 with +-0.3 CIs does not
     assert metric_order(df[df["status"] == "ok"]) == [("psnr_fp", False), ("clipsim", True)]
-    md = markdown_table([load_record(p) for p in sorted(results.rglob("run.json"))])
+    md = markdown_table([RunRecord.load(p) for p in sorted(results.rglob("run.json"))])
     head = next(line for line in md.splitlines() if line.startswith("| setting"))
     assert head.index("psnr_fp ↑") < head.index("clipsim ↑ (saturated)")
 
@@ -161,9 +161,9 @@ def test_format_with_out_prints_tables_and_writes_the_report(results, tmp_path, 
 
 
 def test_export_formats(results, capsys):
-    from vqbench.report.tables import load_record
+    from vqbench.records import RunRecord
 
-    recs = [load_record(p) for p in sorted(results.rglob("run.json"))]
+    recs = [RunRecord.load(p) for p in sorted(results.rglob("run.json"))]
     md = export(recs, "md")
     assert "| setting | precision | psnr_fp ↑ | clipsim ↑ (saturated) |" in md
     assert "**28** [27.7, 28.3]" in md  # gptq-W8A8 (29 dB) failed: rtn-W8A8 is the best
@@ -182,9 +182,9 @@ def test_export_formats(results, capsys):
 
 @pytest.mark.skipif(shutil.which("chktex") is None, reason="chktex not installed")
 def test_latex_export_passes_chktex(results, tmp_path):
-    from vqbench.report.tables import load_record
+    from vqbench.records import RunRecord
 
-    recs = [load_record(p) for p in sorted(results.rglob("run.json"))]
+    recs = [RunRecord.load(p) for p in sorted(results.rglob("run.json"))]
     (tmp_path / "lb.tex").write_text(export(recs, "latex"))
     (tmp_path / "paired.tex").write_text(export(recs, "latex", paired="fp"))
     doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"

@@ -22,11 +22,9 @@ from vqbench.report.tables import (
     check_set_sizes,
     groups,
     leaderboard,
-    load_record,
     markdown_table,
     matches,
     paired_table,
-    record_status,
     select,
 )
 from vqbench.store import atomic_write_text
@@ -48,7 +46,7 @@ def load_records(root: str | Path) -> list[tuple[RunRecord, Path]]:
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"results dir not found: {root}")
-    pairs = [(load_record(p), p.parent) for p in sorted(root.rglob("run.json"))]
+    pairs = [(RunRecord.load(p), p.parent) for p in sorted(root.rglob("run.json"))]
     return sorted(pairs, key=lambda rp: rp[0].run_id)
 
 
@@ -153,7 +151,7 @@ def write_report(
     for key, (desc, recs) in tqdm(grouped.items(), desc="report", disable=quiet, unit="group"):
         sub = df[df["group"] == key]
         plot_dir = out / "plots" / str(key)
-        ordered = sorted((r for r in recs if record_status(r)[0] == "ok"), key=_strip_order)
+        ordered = sorted((r for r in recs if r.status == "ok"), key=_strip_order)
         strip_paths = []
         if strips and ordered and ordered[0].quantizer is None:
             chosen = [(r.label, dirs[r.run_id]) for r in ordered]

@@ -7,9 +7,7 @@ differs between records gets one column per version (``name@v<version>``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,21 +43,6 @@ EFF_COLUMNS = [
     "compression",
     "peak_memory_bytes",
 ]
-
-
-def load_record(path: str | Path) -> RunRecord:
-    """``RunRecord.load`` that keeps ``status`` and ``error`` even where the record class
-    predates them (records without a ``status`` are ``"ok"``)."""
-    rec = RunRecord.load(path)
-    if not hasattr(rec, "status"):
-        d = json.loads(Path(path).read_text())
-        rec.status, rec.error = d.get("status", "ok"), d.get("error")  # type: ignore[attr-defined]
-    return rec
-
-
-def record_status(r: RunRecord) -> tuple[str, str | None]:
-    """``(status, error)`` of a record; ``("ok", None)`` for records without a status."""
-    return str(getattr(r, "status", "ok") or "ok"), getattr(r, "error", None)
 
 
 def set_size(m: dict[str, Any]) -> str | None:
@@ -123,7 +106,7 @@ def record_row(r: RunRecord, columns: dict[tuple[str, str], str]) -> dict[str, A
     eff_bits = q.get("effective_bits") or {}
     eff = r.efficiency
     lat = eff.get("latency") or {}
-    status, error = record_status(r)
+    status, error = r.status, r.error
     fp_bits = DTYPE_BITS.get(dtype_name(r.model.get("dtype")), 16)
     row: dict[str, Any] = {
         "group": group_key(r),
@@ -248,7 +231,7 @@ def paired_groups(records: list[RunRecord], reference: str) -> list[PairedGroup]
     metrics pair (set-level ones such as FVD have none). ``ConfigError`` if no group has it."""
     out = []
     for key, (desc, recs) in groups(records).items():
-        ref = next((r for r in recs if r.label == reference and record_status(r)[0] == "ok"), None)
+        ref = next((r for r in recs if r.label == reference and r.status == "ok"), None)
         if ref is None:
             continue
         names = [n for n, m in ref.metrics.items() if m.get("per_sample")]
@@ -257,7 +240,7 @@ def paired_groups(records: list[RunRecord], reference: str) -> list[PairedGroup]
         for r in sorted(recs, key=lambda r: r.label):
             if r is ref:
                 continue
-            status, error = record_status(r)
+            status, error = r.status, r.error
             if status != "ok":
                 rows.append((r.label, dict.fromkeys(names), error or "no reason given"))
                 continue
