@@ -118,6 +118,12 @@ def _quant_problems(
 
 def run_problems(cfg: RunConfig) -> list[str]:
     """:func:`config_problems` plus everything that needs the file system or the machine."""
+    return run_checks(cfg)[0]
+
+
+def run_checks(cfg: RunConfig) -> tuple[list[str], dict[str, list[Any]]]:
+    """:func:`run_problems` and the prompt suites it read (``generation.prompts`` and, when
+    the run quantizes, ``calibration.prompts``), so a run reads each file once."""
     from vqbench.prompts import load_prompts
     from vqbench.registry import MODELS
 
@@ -126,9 +132,10 @@ def run_problems(cfg: RunConfig) -> list[str]:
     suites = [("generation.prompts", g.prompts, g.num_prompts)]
     if cfg.quantizers:
         suites.append(("calibration.prompts", c.prompts, c.num_prompts))
+    loaded: dict[str, list[Any]] = {}
     for where, suite, n in suites:  # a count above the suite's size takes the whole suite
         try:
-            load_prompts(suite, n if n is not None and n > 0 else None, where)
+            loaded[where] = load_prompts(suite, n if n is not None and n > 0 else None, where)
         except ValueError as e:
             out.append(str(e))
     out += _dir_problems("output_dir", cfg.output_dir)
@@ -145,12 +152,12 @@ def run_problems(cfg: RunConfig) -> list[str]:
         if not Path(cfg.model.path).exists():
             out.append(f"model.path: {cfg.model.path} does not exist")
     if any(p.startswith("model.name") for p in out):
-        return out
+        return out, loaded
     adapter = MODELS.get(cfg.model.name)(cfg.model.path)
     spec = adapter.resolve(g)
     out += adapter.spec_problems(spec)
     out += metric_problems(cfg, adapter.metric_defaults(), spec)
-    return out
+    return out, loaded
 
 
 def metric_problems(cfg: RunConfig, defaults: dict[str, dict[str, Any]], spec: Any) -> list[str]:

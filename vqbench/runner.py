@@ -37,8 +37,8 @@ from vqbench.measure import (
 )
 from vqbench.paths import check_name, under
 from vqbench.plan import Generated, LoadedModel, Plan, timed
-from vqbench.preflight import raise_problems, run_problems
-from vqbench.prompts import Prompt, load_prompts, prompts_hash
+from vqbench.preflight import raise_problems, run_checks
+from vqbench.prompts import Prompt, prompts_hash
 from vqbench.records import RunRecord
 from vqbench.registry import MODELS, QUANTIZERS
 from vqbench.types import CalibrationSet, NonFiniteError, QuantTarget
@@ -56,9 +56,10 @@ def _pairs(prompts: list[Prompt], seeds: list[int]) -> list[tuple[Prompt, int]]:
 
 # ---- stage 1: prepare -------------------------------------------------------------------
 def prepare(cfg: RunConfig, run_id: str | None = None) -> Plan:
-    """Resolve ``cfg``: prompts read once, every quantizer built (its params validated)."""
+    """Resolve ``cfg``: every check first, prompts read once, every quantizer built."""
     t0 = time.perf_counter()
-    raise_problems(run_problems(cfg))
+    problems, suites = run_checks(cfg)
+    raise_problems(problems)
     run_id = check_name(run_id, "run_id") if run_id else _default_run_id()
     rank, _, device = shard.setup(cfg.model.device)
     if torch.device(device).type == "cpu":
@@ -69,9 +70,7 @@ def prepare(cfg: RunConfig, run_id: str | None = None) -> Plan:
                 "80-400x slower than float32: running float32 (the record says so)"
             )
             cfg.model.dtype = "float32"
-    gen = load_prompts(cfg.generation.prompts, cfg.generation.num_prompts)
-    c = cfg.calibration
-    calib = load_prompts(c.prompts, c.num_prompts, "calibration.prompts") if cfg.quantizers else []
+    gen, calib = suites["generation.prompts"], suites.get("calibration.prompts", [])
     quantizers = [
         (
             q,
