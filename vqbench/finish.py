@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vqbench.config import run_hash, to_dict
+from vqbench.config import run_hash
 from vqbench.measure import compression_ratio, peak_memory, single_video_latency, weight_bytes
 from vqbench.paths import under
 from vqbench.plan import Generated, LoadedModel, Plan, timed
-from vqbench.prompts import Prompt, prompts_hash
+from vqbench.prompts import Prompt
 from vqbench.records import RunRecord
 from vqbench.registry import METRICS
 from vqbench.store import atomic_write_text
@@ -113,20 +113,11 @@ def _record(plan: Plan, m: LoadedModel, label: str, **fields: Any) -> RunRecord:
         run_id=f"{plan.run_id}/{label}",
         created=plan.created,
         model=m.info,
-        generation=_generation_info(plan, m),
+        generation=m.generation,
         environment=plan.env,
         run_hash=run_hash(plan.cfg),
         **fields,
     )
-
-
-def _generation_info(plan: Plan, m: LoadedModel) -> dict[str, Any]:
-    return {
-        "spec": to_dict(m.spec),
-        "seeds": list(plan.cfg.generation.seeds),
-        "prompts_hash": prompts_hash(plan.prompts),
-        "num_videos": len(plan.pairs),
-    }
 
 
 def write_setting(

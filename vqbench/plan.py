@@ -46,6 +46,7 @@ class LoadedModel:
     keys: dict[str, str]  # content keys of the FP videos and the calibration set
     ids: dict[str, str]  # the same keys without the weights digest (for `sweep --dry-run`)
     fp_bytes: int
+    generation: dict[str, Any]  # the records' ``generation`` part (spec, seeds, prompts hash)
     quantized: bool = False  # quantized in place: reload before the next setting
 
 

@@ -24,7 +24,7 @@ import torch
 
 from vqbench import shard
 from vqbench.cache import CALIBRATION, FP_VIDEOS, QUANT_STATE, cache_key
-from vqbench.config import QuantSpec, RunConfig, config_hash, to_dict
+from vqbench.config import QuantSpec, RunConfig, to_dict
 from vqbench.cpu_alloc import bf16_native, keep_heap_memory
 from vqbench.environment import environment
 from vqbench.finish import fail_setting, finish_setting
@@ -109,7 +109,13 @@ def load_model(plan: Plan) -> LoadedModel:
         ids = input_keys(cfg, spec, plan.pairs, plan.calib_prompts)
         fp_bytes = weight_bytes(list(adapter.denoisers().values()))
     cache = run_cache(cfg, None if info.get("random") else info.get("revision"))
-    return LoadedModel(adapter, spec, info, cache, keys, ids, fp_bytes)
+    generation = {
+        "spec": to_dict(spec),
+        "seeds": list(cfg.generation.seeds),
+        "prompts_hash": prompts_hash(plan.prompts),
+        "num_videos": len(plan.pairs),
+    }
+    return LoadedModel(adapter, spec, info, cache, keys, ids, fp_bytes, generation)
 
 
 # ---- stage 2: FP generation ---------------------------------------------------------------
@@ -180,6 +186,9 @@ def quantize_stage(
         with timed(plan.timings, "load"):
             m.adapter.load(plan.device, cfg.model.dtype)
     targets: list[QuantTarget] = m.adapter.quant_targets(m.spec)
+    # weight counts before quantizing: QuantLinear layers are no longer ``nn.Linear``
+    sizes = [sum(lin.weight.numel() for lin in t.linears().values()) for t in targets]
+    m.quantized = True  # from here on the model is (being) changed in place
     calib_secs, cached = 0.0, []
     for target in targets:
         rows = m.adapter.calibration_for(target.name, calib)
@@ -196,8 +205,7 @@ def quantize_stage(
         cached.append(from_cache)
         with timed(plan.timings, "quantize"):
             quantizer.quantize(target, state)
-    m.quantized = True
-    effective = _effective_bits(quantizer, targets)
+    effective = _effective_bits(quantizer, targets, sizes)
     replaced = check_quantized(m.adapter.denoisers(), targets, effective)
     info = quantizer_info(q, quantizer)
     info.update(
@@ -214,14 +222,14 @@ def quantizer_info(q: QuantSpec, quantizer: Any) -> dict[str, Any]:
     desc = quantizer.describe()
     return {
         "name": q.name,
-        "version": desc.get("version", "1"),
+        "version": desc["version"],
         "w_bits": q.w_bits,
         "a_bits": q.a_bits,
         "tag": q.tag,
         "kernel": q.kernel,
         "kernel_backend": desc.get("kernel_backend"),
-        "config": desc.get("config", {}),
-        "config_hash": desc.get("config_hash", config_hash(to_dict(q))),
+        "config": desc["config"],
+        "config_hash": desc["config_hash"],  # the hash the cached state was keyed on
         "effective_bits": {},
     }
 
@@ -248,13 +256,15 @@ def _calibrated_state(
     return state, False, secs
 
 
-def _effective_bits(quantizer: Any, targets: list[QuantTarget]) -> dict[str, Any]:
-    """The quantizer's effective bits; over several denoisers, averaged by weight count."""
+def _effective_bits(quantizer: Any, targets: list[QuantTarget], sizes: list[int]) -> dict[str, Any]:
+    """The quantizer's effective bits; over several denoisers, averaged by their weight
+    counts ``sizes`` (taken before quantizing)."""
     parts = [quantizer.effective_bits(t) for t in targets]
     if len(parts) == 1:
         return parts[0]
-    sizes = [sum(lin.weight.numel() for lin in t.linears().values()) for t in targets]
-    total = sum(sizes) or 1
+    total = sum(sizes)
+    if total <= 0:
+        raise RuntimeError("quantization targets hold no linear weights: adapter bug")
     out: dict[str, Any] = {
         k: round(sum(p[k] * s for p, s in zip(parts, sizes, strict=True)) / total, 4)
         for k in ("w_bits", "a_bits")
