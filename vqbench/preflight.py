@@ -156,14 +156,16 @@ def run_checks(cfg: RunConfig) -> tuple[list[str], dict[str, list[Any]]]:
     adapter = MODELS.get(cfg.model.name)(cfg.model.path)
     spec = adapter.resolve(g)
     out += adapter.spec_problems(spec)
-    out += metric_problems(cfg, adapter.metric_defaults(), spec)
+    out += metric_problems(cfg, adapter, spec, loaded.get("generation.prompts", []))
     return out, loaded
 
 
-def metric_problems(cfg: RunConfig, defaults: dict[str, dict[str, Any]], spec: Any) -> list[str]:
-    """Each configured metric's own preflight (params, weights, extras, frame count)."""
+def metric_problems(cfg: RunConfig, adapter: Any, spec: Any, prompts: list[Any]) -> list[str]:
+    """Each configured metric's own preflight (params, weights, extras, frame count), and
+    real reference videos for the metrics that need them (from the model or a directory)."""
     from vqbench.registry import METRICS, UnknownNameError
 
+    defaults = adapter.metric_defaults()
     out: list[str] = []
     for name in cfg.metrics:
         try:
@@ -179,6 +181,13 @@ def metric_problems(cfg: RunConfig, defaults: dict[str, dict[str, Any]], spec: A
             device=cfg.model.device,
         )
         out += [f"metrics.{name}: {p}" for p in found]
+        wants_refs = "reference" in getattr(cls, "requires", ())
+        if wants_refs and not params.get("reference_dir") and prompts:
+            if not adapter.has_reference_videos(prompts):
+                out.append(
+                    f"metrics.{name}: needs real reference videos, which {cfg.model.name} "
+                    f"does not render for these prompts; set metric_params.{name}.reference_dir"
+                )
     return out
 
 

@@ -214,6 +214,11 @@ RUN_CASES = [
         ),
         r"metrics\.fvd_fp: .*i3d",
     ),
+    Case(
+        "fvd-no-reference",
+        _run("metrics=[fvd]", "metric_params.fvd={detector: mini, frames: 8, resolution: 32}"),
+        r"metrics\.fvd: needs real reference videos.*reference_dir",
+    ),
     Case("scene-on-real-model", _run("metrics=[scene_consistency]"), r"scene_consistency.*ag2"),
     Case(
         "mini-frames",

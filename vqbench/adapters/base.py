@@ -178,6 +178,11 @@ class ModelAdapter(ABC):
         """Metric name -> default constructor kwargs for this model (e.g. its own backbones)."""
         return {}
 
+    def has_reference_videos(self, samples: list[Any]) -> bool:
+        """Whether :meth:`reference_videos` has real videos for these prompts or samples
+        (anything with ``attributes``); the validate stage asks before any work."""
+        return False
+
     def reference_videos(self, samples: list[SampleContext]) -> list[Video] | None:
         """Real videos for reference-set metrics (FVD), or ``None`` when the model has none."""
         return None

@@ -101,11 +101,15 @@ class MiniAdapter(ModelAdapter):
             "scene_consistency": {"tagger": "mini", "frames": None},
         }
 
+    def has_reference_videos(self, samples: list[Any]) -> bool:
+        """The world renders real videos of prompts that carry its attributes (mini suites)."""
+        return all(s.attributes for s in samples)
+
     def reference_videos(self, samples: list[SampleContext]) -> list[Video] | None:
         """Real videos of the sampled prompts, rendered with reference seeds (one per sample)."""
         from vqbench.mini.dataset import EVAL_SEED_BASE, render
 
-        if not all(s.attributes for s in samples):
+        if not self.has_reference_videos(samples):
             return None  # prompts without world attributes (not a mini suite)
         return [render(s.attributes, EVAL_SEED_BASE + 1000 + s.seed) for s in samples]
 
