@@ -115,6 +115,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format:
         from vqbench.report.export import export
 
+        if not records:
+            raise ValueError(f"{args.results}: no run records (matching --settings) to export")
         print(export(records, args.format, args.paired, args.allow_different_n))
     elif args.out is None:
         print(markdown_table(records, args.allow_different_n))

@@ -46,7 +46,13 @@ def load_records(root: str | Path) -> list[tuple[RunRecord, Path]]:
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"results dir not found: {root}")
-    pairs = [(RunRecord.load(p), p.parent) for p in sorted(root.rglob("run.json"))]
+    if root.is_file() and root.suffix == ".csv":
+        raise ValueError(
+            f"{root}: a leaderboard.csv holds no run records; only `report --out` reads it "
+            "(point the other report modes at the records' directory)"
+        )
+    files = [root] if root.is_file() else sorted(root.rglob("run.json"))
+    pairs = [(RunRecord.load(p), p.parent) for p in files]
     return sorted(pairs, key=lambda rp: rp[0].run_id)
 
 
