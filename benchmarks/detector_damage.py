@@ -67,12 +67,34 @@ DAMAGE = {
 }
 
 
-def fvd(reference: list[Video], videos: list[Video], ctx: list[SampleContext]) -> float:
-    """``fvd`` with the mini detector of ``videos`` against ``reference``."""
-    m = METRICS.get("fvd")(detector="mini", frames=8, resolution=32)
-    m.set_reference(reference)
-    m.update(videos, ctx)
-    return float(m.compute().value)
+GOALS = {"noise sigma=24": 1.0, "noise sigma=8": 0.25, "blur 3x3": 0.25, "flicker 10%": 0.25}
+"""Each damage's FVD must reach this fraction of the FP generator's own FVD."""
+
+
+def goal_lines(rows: dict[str, float], fp: float) -> list[str]:
+    """One ``ok``/``FAIL`` line per goal of :data:`GOALS`."""
+    out = []
+    for name, frac in GOALS.items():
+        ok = rows[name] >= frac * fp
+        out.append(f"- {name}: {rows[name]:.2f} >= {frac:g} x {fp:.2f}: {'ok' if ok else 'FAIL'}")
+    return out
+
+
+def scores(reference: list[Video], videos: list[Video], ctx: list[SampleContext]) -> dict:
+    """``fvd`` (mini detector) against ``reference``, ``imaging_quality`` and
+    ``temporal_flickering`` of ``videos``."""
+    out = {}
+    for name, kwargs in (
+        ("fvd", {"detector": "mini", "frames": 8, "resolution": 32}),
+        ("imaging_quality", {}),
+        ("temporal_flickering", {}),
+    ):
+        m = METRICS.get(name)(**kwargs)
+        if name == "fvd":
+            m.set_reference(reference)
+        m.update(videos, ctx)
+        out[name] = float(m.compute().value)
+    return out
 
 
 def main() -> None:
@@ -88,21 +110,32 @@ def main() -> None:
     reference = [render(r["attributes"], EVAL_SEED_BASE + 1000 + s) for r, s in pairs]
     other = [render(r["attributes"], OTHER_SEED_BASE + s) for r, s in pairs]
     rng = np.random.default_rng(0)
-    rows = {"clean real, other seeds": fvd(reference, other, ctx)}
+    rows = {"clean real, other seeds": scores(reference, other, ctx)}
     for name, fn in DAMAGE.items():
         damaged = [Video(fn(v.frames, rng), v.fps) for v in other]
-        rows[name] = fvd(reference, damaged, ctx)
+        rows[name] = scores(reference, damaged, ctx)
     for model in args.models:
         adapter = adapter_class(model)()
         adapter.load("cpu", "float32")
         spec = GenerationSpec(batch_size=8)
         videos = adapter.generate([r["text"] for r, _ in pairs], [s for _, s in pairs], spec)
-        rows[f"FP generator ({model})"] = fvd(reference, videos, ctx)
+        rows[f"FP generator ({model})"] = scores(reference, videos, ctx)
     print(f"torch {torch.__version__}, ISA {torch.backends.cpu.get_cpu_capability()}")
-    print(f"| videos vs {len(reference)} clean real | FVD (mini-i3d) |")
-    print("|---|---|")
-    for name, value in rows.items():
-        print(f"| {name} | {value:.2f} |")
+    print(
+        f"| videos (vs {len(reference)} clean real) | FVD (mini-i3d) | imaging_quality "
+        "| temporal_flickering |"
+    )
+    print("|---|---|---|---|")
+    for name, r in rows.items():
+        print(
+            f"| {name} | {r['fvd']:.2f} | {r['imaging_quality']:.2f} "
+            f"| {r['temporal_flickering']:.2f} |"
+        )
+    for model in args.models:
+        print(f"\nGoals (issue 17) against the FP generator ({model}):")
+        fvds = {name: r["fvd"] for name, r in rows.items()}
+        for line in goal_lines(fvds, fvds[f"FP generator ({model})"]):
+            print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

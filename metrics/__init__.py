@@ -15,6 +15,8 @@ CATALOG: dict[str, str] = {
     "clip_temp": "metrics.clip_score:CLIPTemp",
     "scene_consistency": "metrics.scene:SceneConsistency",
     "temporal_flickering": "metrics.flicker:TemporalFlickering",
+    "imaging_quality": "metrics.imaging:ImagingQuality",
+    "attribute_accuracy": "metrics.attributes:AttributeAccuracy",
     "vbench_subject_consistency": "metrics.vbench_dims:SubjectConsistency",
     "vbench_background_consistency": "metrics.vbench_dims:BackgroundConsistency",
     "vbench_motion_smoothness": "metrics.vbench_dims:MotionSmoothness",

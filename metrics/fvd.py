@@ -22,6 +22,9 @@ are not comparable; ``vqbench report`` and ``check`` refuse to compare them unle
 
 Version 3: the covariance convention follows the detector (was N - 1 for all), and
 ``short_side_crop`` rounds the long side up (was to nearest; ``resize_rounding="nearest"``).
+Version 4: the mini detector (``detector="mini"``) appends a fixed low-level branch to its
+network's features (:class:`vqbench.mini.evaluators.MiniVideoFeatures`); other detectors are
+unchanged.
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ REFERENCE_CLIP_SAMPLING = (*CLIP_SAMPLING, "random")
 
 
 class _FVDBase(MetricBase):
-    version = "3"  # 2: bias-corrected bootstrap CI; 3: ddof by detector, ceil in short_side_crop
+    version = "4"  # 2: bias-corrected bootstrap CI; 3: ddof by detector, ceil in short_side_crop
+    # 4: the mini detector's embedding gains its low-level branch (noise, blur, flicker)
     higher_is_better = False
 
     def __init__(

@@ -121,6 +121,9 @@ DEFAULT_METRICS = (
     "clipsim_evalcrafter",
     "clip_temp",
     "scene_consistency",
+    "imaging_quality",
+    "temporal_flickering",
+    "attribute_accuracy",
 )
 
 

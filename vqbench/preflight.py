@@ -181,6 +181,14 @@ def metric_problems(cfg: RunConfig, adapter: Any, spec: Any, prompts: list[Any])
             device=cfg.model.device,
         )
         out += [f"metrics.{name}: {p}" for p in found]
+        keys = getattr(cls, "attribute_keys", ())
+        if "attributes" in getattr(cls, "requires", ()) and prompts:
+            bare = [p.id for p in prompts if not all(k in p.attributes for k in keys)]
+            if bare:
+                out.append(
+                    f"metrics.{name}: needs prompts that carry the attributes "
+                    f"{'/'.join(keys)} (the mini world's suites); {bare[0]} does not"
+                )
         wants_refs = "reference" in getattr(cls, "requires", ())
         if wants_refs and not params.get("reference_dir") and prompts:
             if not adapter.has_reference_videos(prompts):

@@ -1,9 +1,10 @@
 """The mini world's evaluator networks: an I3D-style video network and a per-frame tagger.
 
 - :class:`VideoNet`: a small 3D CNN trained to classify colour, shape, motion and scene from
-  real videos. Its pooled penultimate features (``features``) serve the mini FVD (the "mini
-  I3D" detector); a second instance trained on another seed and data stream is the held-out
-  attribute classifier of the quality bars.
+  real videos. Its pooled penultimate features (``features``), followed by a fixed low-level
+  branch (:class:`MiniVideoFeatures`), serve the mini FVD (the "mini I3D" detector); a
+  second instance trained on another seed and data stream is the held-out attribute
+  classifier of the quality bars and of the ``attribute_accuracy`` metric.
 - :class:`FrameTagger`: a 2D CNN that tags each frame with its scene and the colours and
   shapes it shows; :meth:`FrameTagger.tags` returns words per frame, so VBench's scene rule
   (every word of the scene tag appears in the frame's tags) can score it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,18 +151,70 @@ def videos_to_tensor(videos: list[Video], frames: int = FRAMES, size: int = SIZE
     return torch.stack(out)
 
 
+class VideoClassifier:
+    """A :class:`VideoNet`'s attribute predictions for uint8 :class:`Video` lists."""
+
+    def __init__(self, net: VideoNet) -> None:
+        self.net = net.eval()
+
+    def predict(self, videos: list[Video]) -> dict[str, list[str]]:
+        """Predicted attribute names per video (videos resampled as :func:`videos_to_tensor`)."""
+        return self.net.predict(videos_to_tensor(videos))
+
+
+LOW_LEVEL = {"version": 1, "weight": 4.0, "offset": 0.5}
+"""The mini FVD embedding's low-level branch: ``weight * log(stat + offset)`` per statistic."""
+LOW_LEVEL_STATS = ("hf_energy", "mean_gradient", "global_flicker", "residual_change")
+
+
+def low_level_stats(frames: np.ndarray) -> np.ndarray:
+    """Four low-level statistics of one video ``[T, H, W, 3]`` (0-255), in grey levels.
+
+    - ``hf_energy``: Immerkær's noise statistic over all pixels (no edge exclusion), mean over
+      frames (:func:`metrics.imaging.noise_sigma`): fine-scale energy, raised by noise and
+      lowered by blur;
+    - ``mean_gradient``: mean absolute horizontal plus vertical neighbour difference;
+    - ``global_flicker``: mean absolute change of the frame-mean luminance between frames;
+    - ``residual_change``: mean absolute frame-to-frame change of the luminance once each
+      frame's mean is removed (temporal noise and motion).
+    """
+    from metrics.imaging import luminance, noise_sigma
+
+    lum = luminance(frames)
+    grad = np.abs(np.diff(lum, axis=1)).mean() + np.abs(np.diff(lum, axis=2)).mean()
+    means = lum.mean(axis=(1, 2))
+    residual = lum - means[:, None, None]
+    temporal = (np.abs(np.diff(means)).mean(), np.abs(np.diff(residual, axis=0)).mean())
+    return np.array([noise_sigma(lum, edge_fraction=0.0).mean(), grad, *temporal])
+
+
 class MiniVideoFeatures:
-    """FVD detector protocol (``name``, ``sha256``, ``features``) around a :class:`VideoNet`."""
+    """FVD detector protocol (``name``, ``sha256``, ``features``, ``params``) of the mini world.
+
+    The embedding is the :class:`VideoNet`'s pooled 128-d features (what the network learnt
+    to recognise: colour, shape, motion, scene) followed by a fixed low-level branch, the
+    four :func:`low_level_stats` as ``weight * log(stat + offset)`` (:data:`LOW_LEVEL`). The
+    network was trained with noise and blur augmentation, so it is nearly blind to pixel
+    noise, blur and flicker; the branch makes FVD see them on the scale a real I3D does
+    (the goals and the measurement: ``benchmarks/detector_damage.py``).
+    """
 
     def __init__(self, net: VideoNet, sha256: str | None = None, batch_size: int = 32) -> None:
         self.net, self.sha256, self.batch_size = net.eval(), sha256, batch_size
         self.name = "mini-i3d"
 
+    def params(self) -> dict[str, Any]:
+        """The low-level branch's definition (part of the detector's identity)."""
+        return {"low_level": {**LOW_LEVEL, "stats": list(LOW_LEVEL_STATS)}}
+
     @torch.no_grad()
     def features(self, videos: list[Video]) -> np.ndarray:
-        """Penultimate features ``[N, feature_dim]`` as float64."""
-        feats = [
-            self.net.features(videos_to_tensor(videos[i : i + self.batch_size]))
-            for i in range(0, len(videos), self.batch_size)
-        ]
-        return torch.cat(feats).double().numpy()
+        """Features ``[N, feature_dim + 4]`` as float64: the network's, then the branch's."""
+        out = []
+        for i in range(0, len(videos), self.batch_size):
+            x = videos_to_tensor(videos[i : i + self.batch_size])
+            frames = (x.permute(0, 2, 3, 4, 1) * 255.0).double().numpy()  # [B, T, H, W, 3]
+            stats = np.stack([low_level_stats(f) for f in frames])
+            low = LOW_LEVEL["weight"] * np.log(stats + LOW_LEVEL["offset"])
+            out.append(np.concatenate([self.net.features(x).double().numpy(), low], axis=1))
+        return np.concatenate(out)

@@ -74,11 +74,19 @@ def group_description(r: RunRecord) -> str:
     s = r.generation.get("spec", {})
     geo = f"{s.get('frames')}x{s.get('height')}x{s.get('width')}"
     n = r.generation.get("num_videos", "?")
-    return (
+    out = (
         f"model {r.model.get('id')} ({r.model.get('dtype')}), prompts {s.get('prompts')} "
         f"[{r.generation.get('prompts_hash')}], {n} videos, {s.get('steps')} steps, "
         f"guidance {s.get('guidance')}, {geo}"
     )
+    rep, base = r.model.get("reparametrisation"), r.model.get("base_model") or {}
+    if rep:  # a derived model (mini-outlier): say what it is, in every report
+        out += (
+            f"; a {rep.get('kind', 'reparametrisation')} of {base.get('id', '?')} "
+            f"({', '.join(f'{k}={v}' for k, v in rep.items() if k != 'kind')}): "
+            "the same function with realistic activation statistics"
+        )
+    return out
 
 
 def metric_columns(records: list[RunRecord]) -> dict[tuple[str, str], str]:

@@ -170,6 +170,13 @@ def load_classifier() -> Any:
     return _load_net("classifier.safetensors")
 
 
+def load_attribute_classifier() -> Any:
+    """The held-out classifier behind ``predict(videos) -> {attribute: [name per video]}``."""
+    from vqbench.mini.evaluators import VideoClassifier
+
+    return VideoClassifier(_load_net("classifier.safetensors"))
+
+
 def load_tagger() -> Any:
     """The per-frame scene/object tagger."""
     return _load_net("tagger.safetensors")
