@@ -221,6 +221,16 @@ RUN_CASES = [
     ),
     Case("scene-on-real-model", _run("metrics=[scene_consistency]"), r"scene_consistency.*ag2"),
     Case(
+        "attributes-on-real-model",
+        _run("metrics=[attribute_accuracy]"),
+        r"metrics\.attribute_accuracy: needs prompts that carry the attributes",
+    ),
+    Case(
+        "imaging-quality-bad-sigma0",
+        _run("metrics=[imaging_quality]", "metric_params.imaging_quality.sigma0=0"),
+        r"imaging_quality: sigma0 must be",
+    ),
+    Case(
         "mini-frames",
         _run("model.name=mini", "generation.frames=9"),
         r"generation\.frames: the mini generator was trained on 8",

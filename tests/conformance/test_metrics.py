@@ -8,6 +8,7 @@ import pytest
 
 from metrics.base import MetricBase, constructor_params
 from vqbench.registry import METRICS
+from vqbench.types import METRIC_REQUIREMENTS
 
 NAMES = METRICS.names()
 GEOMETRY = {"frames": 16, "height": 64, "width": 64, "device": "cpu"}
@@ -34,7 +35,7 @@ def test_contract_and_preflight_shape(name):
     cls = METRICS.get(name)
     assert issubclass(cls, MetricBase) and cls.name == name
     assert isinstance(cls.version, str) and isinstance(cls.higher_is_better, bool)
-    assert cls.requires <= {"fp_video", "prompt", "scene", "timings", "reference"}
+    assert cls.requires <= METRIC_REQUIREMENTS
     problems = cls.preflight(MINI_PARAMS.get(name, {}), **GEOMETRY)
     assert isinstance(problems, list) and all(isinstance(p, str) for p in problems)
     assert all("\n" not in p for p in problems)

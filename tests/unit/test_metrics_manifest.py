@@ -9,7 +9,7 @@ import pytest
 from metrics import CATALOG
 from metrics.backbones import manifest
 from vqbench.registry import METRICS
-from vqbench.types import Metric
+from vqbench.types import METRIC_REQUIREMENTS, Metric
 
 
 def test_missing_file_names_file_url_and_location(tmp_path, monkeypatch):
@@ -48,9 +48,9 @@ def test_manifest_hashes_are_hex_or_none():
 
 def test_catalog_entries_follow_the_contract():
     assert {"psnr_fp", "fvd", "fvd_fp", "clipsim", "clip_temp", "scene_consistency"} <= set(CATALOG)
-    allowed = {"fp_video", "prompt", "scene", "timings", "reference"}
     for name in CATALOG:
         cls = METRICS.get(name)
-        assert cls.name == name and cls.requires <= allowed
+        assert cls.name == name and cls.requires <= METRIC_REQUIREMENTS
+        assert "attributes" not in cls.requires or cls.attribute_keys
         assert isinstance(cls.higher_is_better, bool) and cls.version
         assert isinstance(cls(), Metric)  # every constructor parameter has a default

@@ -26,7 +26,13 @@ from vqbench.types.model import (
     QuantTarget,
     TokenLayout,
 )
-from vqbench.types.protocols import AdapterContract, Metric, QuantizerContract, ReferenceMetric
+from vqbench.types.protocols import (
+    METRIC_REQUIREMENTS,
+    AdapterContract,
+    Metric,
+    QuantizerContract,
+    ReferenceMetric,
+)
 
 __all__ = [
     "BITS",
@@ -44,6 +50,7 @@ __all__ = [
     "QuantTarget",
     "QuantizerContract",
     "ReferenceMetric",
+    "METRIC_REQUIREMENTS",
     "SampleContext",
     "TokenLayout",
     "Video",

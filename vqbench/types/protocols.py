@@ -73,12 +73,19 @@ class QuantizerContract(Protocol):
     def effective_bits(self, target: QuantTarget) -> dict[str, Any]: ...
 
 
+METRIC_REQUIREMENTS = frozenset(
+    {"fp_video", "prompt", "scene", "timings", "reference", "attributes"}
+)
+"""What a metric may declare in ``requires``."""
+
+
 @runtime_checkable
 class Metric(Protocol):
     """What the runner calls on a metric (torchmetrics shape); built as ``cls(**params)``.
 
-    ``requires`` is a subset of {"fp_video", "prompt", "scene", "reference"}; metrics that
-    require ``reference`` are also :class:`ReferenceMetric`.
+    ``requires`` is a subset of :data:`METRIC_REQUIREMENTS`; metrics that require
+    ``reference`` are also :class:`ReferenceMetric`; those that require ``attributes`` name
+    the prompt attributes they read in ``attribute_keys``.
     """
 
     name: str
