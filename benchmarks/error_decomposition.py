@@ -3,16 +3,19 @@
 Relative L2 error of the denoiser output against FP on held-out captured trajectories
 (2 eval prompts, every 4th of 20 steps, cond and uncond rows), after calibrating on 2 other
 prompts. Used to explain the W4A8 comparison of issue 5 (smoothing targets activations, so it
-can only help where activation error matters)::
+can only help where activation error matters) and, with ``--model mini-outlier``, what the
+channel outliers of issue 17 do to each method (A16 rows: weights alone; W16: activations)::
 
-    .venv/bin/python benchmarks/error_decomposition.py
+    .venv/bin/python benchmarks/error_decomposition.py [--model mini-outlier]
 """
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
-from vqbench.adapters.mini import MiniAdapter
+from vqbench.adapters import adapter_class
 from vqbench.config import GenerationSpec
 from vqbench.registry import QUANTIZERS
 
@@ -24,12 +27,21 @@ SETTINGS = [
     ("smoothquant", 4, 8),
     ("viditq", 4, 16),
     ("viditq", 4, 8),
+    ("quarot", 4, 16),
+    ("quarot", 16, 8),
+    ("quarot", 4, 8),
+    ("smoothquant", 16, 8),
+    ("viditq", 16, 8),
 ]
 
 
 def main() -> None:
     """Print the relative output error of each (method, W, A) setting."""
-    a = MiniAdapter()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mini", choices=["mini", "mini-outlier"])
+    args = ap.parse_args()
+    print(f"model {args.model}, torch {torch.__version__}")
+    a = adapter_class(args.model)()
     a.load()
     spec = a.resolve(GenerationSpec(steps=20))
     calib_prompts = ["a red circle moving left in the sky", "a green square moving up in the sea"]
