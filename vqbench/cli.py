@@ -116,7 +116,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         from vqbench.report.export import export
 
         if not records:
-            raise ValueError(f"{args.results}: no run records (matching --settings) to export")
+            where = ", ".join(args.results)
+            raise ValueError(f"{where}: no run records (matching --settings) to export")
         print(export(records, args.format, args.paired, args.allow_different_n))
     elif args.out is None:
         print(markdown_table(records, args.allow_different_n))
@@ -243,7 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help=cmd_report.__doc__)
-    p.add_argument("results", nargs="?", default="runs", help="results dir (default: runs)")
+    p.add_argument(
+        "results",
+        nargs="*",
+        default=["runs"],
+        help="results dirs, one leaderboard over all (default: runs)",
+    )
     p.add_argument("--out", help="write leaderboard.{md,csv}, index.html and plots/ here")
     p.add_argument("--strips", type=_count, default=4, help="frame strips per group (0: none)")
     p.add_argument("--settings", nargs="+", metavar="PATTERN", help="only these setting labels")

@@ -195,3 +195,14 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
         timeout=120,
     )
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_several_results_dirs_make_one_leaderboard(tmp_path, capsys):
+    a, b = write_results(tmp_path / "a"), write_results(tmp_path / "b", steps=8)
+    out = tmp_path / "out"
+    assert main(["report", str(a), str(b), "--out", str(out), "--strips", "0", "-q"]) == 0
+    df = pd.read_csv(out / "leaderboard.csv")
+    assert len(df) == 2 * len(SETTINGS) and df["group"].nunique() == 2
+    capsys.readouterr()
+    assert main(["report", str(a), str(a)]) == 2
+    assert "also in" in capsys.readouterr().err

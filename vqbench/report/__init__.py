@@ -41,8 +41,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def load_records(root: str | Path) -> list[tuple[RunRecord, Path]]:
-    """``(record, its directory)`` for every ``run.json`` below ``root``, sorted by run id."""
+def load_records(root: str | Path | list[str | Path]) -> list[tuple[RunRecord, Path]]:
+    """``(record, its directory)`` for every ``run.json`` below ``root`` (or below each of a
+    list of roots, e.g. the output dirs of several sweeps), sorted by run id."""
+    if isinstance(root, list):
+        pairs = [p for r in root for p in load_records(r)]
+        seen: dict[tuple[str, str], Path] = {}
+        for rec, d in pairs:
+            if (key := (rec.run_id, rec.label)) in seen:
+                raise ValueError(
+                    f"{d}: run {rec.run_id} setting {rec.label} is also in {seen[key]}; "
+                    "give each results dir once"
+                )
+            seen[key] = d
+        return sorted(pairs, key=lambda rp: rp[0].run_id)
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"results dir not found: {root}")
@@ -112,7 +124,7 @@ def _group_notes(sub: pd.DataFrame) -> list[str]:
 
 
 def write_report(
-    results_dir: str | Path,
+    results_dir: str | Path | list[str | Path],
     out_dir: str | Path,
     strips: int = 4,
     quiet: bool = False,
@@ -121,8 +133,9 @@ def write_report(
 ) -> dict[str, Path]:
     """Write the full report of ``results_dir`` into ``out_dir``; returns the main files.
 
-    ``results_dir``: a directory of run records, or a ``leaderboard.csv`` written by an
-    earlier report (tables and plots only: no frame strips, no records to describe groups).
+    ``results_dir``: a directory of run records (or a list of them), or a
+    ``leaderboard.csv`` written by an earlier report (tables and plots only: no frame
+    strips, no records to describe groups).
     ``settings``: fnmatch patterns of setting labels to keep (default: every record).
     ``allow_different_n``: show set-level metrics (FVD) computed at different N side by side
     instead of refusing.
@@ -130,8 +143,9 @@ def write_report(
     from vqbench.report import html, plots
 
     out = Path(out_dir)
-    src = Path(results_dir)
-    if src.suffix == ".csv":
+    roots = results_dir if isinstance(results_dir, list) else [results_dir]
+    src = Path(roots[0]) if len(roots) == 1 else None
+    if src is not None and src.suffix == ".csv":
         df = _csv_frame(src)
         df = df[[matches(str(s), settings) for s in df["setting"]]].reset_index(drop=True)
         records, dirs = [], {}
@@ -142,7 +156,7 @@ def write_report(
             for k in grouped
         )
     else:
-        pairs = [(r, d) for r, d in load_records(src) if matches(r.label, settings)]
+        pairs = [(r, d) for r, d in load_records(list(roots)) if matches(r.label, settings)]
         records = [r for r, _ in pairs]
         dirs = {r.run_id: d for r, d in pairs}
         df = leaderboard(records)
@@ -173,7 +187,7 @@ def write_report(
             }
         )
     notes = [
-        f"{len(df)} settings from {results_dir}; settings are compared only within a group "
+        f"{len(df)} settings from {', '.join(str(r) for r in roots)}; settings are compared only within a group "
         "(same model, generation spec, prompts and seeds; one column per metric version).",
         "Brackets hold 95% confidence intervals. Metrics are ordered by how far apart they "
         "put the settings relative to their CIs; '(saturated)' marks a metric under which no "
