@@ -187,7 +187,8 @@ def write_report(
             }
         )
     notes = [
-        f"{len(df)} settings from {', '.join(str(r) for r in roots)}; settings are compared only within a group "
+        f"{len(df)} settings from {', '.join(str(r) for r in roots)}; settings are compared "
+        "only within a group "
         "(same model, generation spec, prompts and seeds; one column per metric version).",
         "Brackets hold 95% confidence intervals. Metrics are ordered by how far apart they "
         "put the settings relative to their CIs; '(saturated)' marks a metric under which no "
