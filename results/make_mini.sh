@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# Writes results/mini/ from the records of `vqbench sweep -c results/sweep_mini.yaml`:
-# the leaderboard (md, csv, html, plots) and, per seed method, the comparison tables its
-# issue asks for, with paired per-sample deltas (bootstrap 95% CIs) against the method.
+# Writes results/mini/ from the records of the mini sweeps (results/sweep_mini.yaml, its
+# ablations results/sweep_mini_ablations.yaml, and the mini-outlier track
+# results/sweep_mini_outlier.yaml): the leaderboard of both tracks (md, csv, html, plots)
+# and, per seed method, the comparison tables its issue asks for, with paired per-sample
+# deltas (t-interval 95% CIs) against the method, one table per track.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VQ=${VQ:-.venv/bin/vqbench}
-SWEEP=${SWEEP:-scratch/sweep_mini}
+read -r -a SWEEPS <<<"${SWEEPS:-scratch/sweep_mini scratch/sweep_mini_outlier}"
 OUT=results/mini
 
-"$VQ" report "$SWEEP" --out "$OUT" -q
+"$VQ" report "${SWEEPS[@]}" --out "$OUT" -q
 
 # section FILE TITLE REPORT-ARGS...: appends one comparison (its command, then its tables)
 section() {
   local file=$1 title=$2
   shift 2
   {
-    printf '## %s\n\n```bash\n%s report %s %s\n```\n\n' "$title" "$VQ" "$SWEEP" "$*"
-    "$VQ" report "$SWEEP" "$@"
+    printf '## %s\n\n```bash\n%s report %s %s\n```\n\n' "$title" "$VQ" "${SWEEPS[*]}" "$*"
+    "$VQ" report "${SWEEPS[@]}" "$@"
     printf '\n'
   } >>"$OUT/$file"
 }
@@ -40,3 +42,9 @@ header qvd.md "QVD (reconstructed) against static RTN"
 section qvd.md "W8A8 against FP" --settings fp 'qvd-W8A8' 'rtn-W8A8*' --paired fp
 section qvd.md "W6A6" --settings fp '*-W6A6*' --paired qvd-W6A6
 section qvd.md "W4A8" --settings fp '*-W4A8*' --paired qvd-W4A8
+
+header outliers.md "Outlier handling (RTN, SmoothQuant, QuaRot, ViDiT-Q) on the mini and mini-outlier tracks"
+for b in W8A8 W4A8 W4A4; do
+  section outliers.md "$b" --settings fp "rtn-$b" "smoothquant-$b" "quarot-$b" "viditq-$b" \
+    --paired "rtn-$b"
+done
