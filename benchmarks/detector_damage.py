@@ -8,7 +8,8 @@ generator's videos (seeds 0 and 1, the adapter's defaults: 20 DDIM steps, guidan
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/detector_damage.py
 
-Damage (on uint8 frames, clipped to [0, 255]): Gaussian pixel noise of sigma 8 and 24
+The last columns are the mean low-level statistics of the mini detector's branch (grey
+levels). Damage (on uint8 frames, clipped to [0, 255]): Gaussian pixel noise of sigma 8 and 24
 (numpy seed 0); brightness flicker, frames alternately x1.1 and x0.9; a 3x3 box blur per
 frame (edge pixels replicated); a colour shift of +20 on red and -20 on blue.
 """
@@ -25,6 +26,7 @@ import torch
 from vqbench.adapters import adapter_class
 from vqbench.config import GenerationSpec
 from vqbench.mini.dataset import EVAL_SEED_BASE, PROMPTS_DIR, render
+from vqbench.mini.evaluators import LOW_LEVEL_STATS, low_level_stats
 from vqbench.registry import METRICS
 from vqbench.types import SampleContext, Video
 
@@ -94,6 +96,8 @@ def scores(reference: list[Video], videos: list[Video], ctx: list[SampleContext]
             m.set_reference(reference)
         m.update(videos, ctx)
         out[name] = float(m.compute().value)
+    stats = np.mean([low_level_stats(v.frames) for v in videos], axis=0)
+    out["low_level"] = dict(zip(LOW_LEVEL_STATS, stats.tolist(), strict=True))
     return out
 
 
@@ -125,11 +129,12 @@ def main() -> None:
         f"| videos (vs {len(reference)} clean real) | FVD (mini-i3d) | imaging_quality "
         "| temporal_flickering |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|" + "---|" * len(LOW_LEVEL_STATS))
     for name, r in rows.items():
+        low = " | ".join(f"{r['low_level'][k]:.2f}" for k in LOW_LEVEL_STATS)
         print(
             f"| {name} | {r['fvd']:.2f} | {r['imaging_quality']:.2f} "
-            f"| {r['temporal_flickering']:.2f} |"
+            f"| {r['temporal_flickering']:.2f} | {low} |"
         )
     for model in args.models:
         print(f"\nGoals (issue 17) against the FP generator ({model}):")
