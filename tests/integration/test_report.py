@@ -206,3 +206,30 @@ def test_several_results_dirs_make_one_leaderboard(tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(a), str(a)]) == 2
     assert "also in" in capsys.readouterr().err
+
+
+def test_a_reparametrised_model_is_named_for_what_it_is():
+    from vqbench.records import RunRecord
+    from vqbench.report.tables import group_description
+
+    model = {
+        "id": "mini-outlier",
+        "name": "mini-outlier",
+        "dtype": "torch.float32",
+        "base_model": {"id": "mini", "revision": "r"},
+        "reparametrisation": {"kind": "channel-outlier fold", "channels": 4, "seed": 0},
+    }
+    rec = RunRecord(
+        run_id="r/fp",
+        created="2026-01-01T00:00:00",
+        model=model,
+        generation={"spec": {}, "num_videos": 1},
+        quantizer=None,
+        metrics={},
+        efficiency={},
+    )
+    desc = group_description(rec)
+    assert "channel-outlier fold of mini (channels=4, seed=0)" in desc
+    assert "realistic activation statistics" in desc
+    plain = RunRecord(**{**rec.__dict__, "model": {"id": "mini", "dtype": "torch.float32"}})
+    assert "fold" not in group_description(plain)
