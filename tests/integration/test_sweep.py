@@ -135,9 +135,16 @@ def test_committed_configs_validate():
     from vqbench.config import load_config
 
     root = Path(__file__).resolve().parents[2] / "results"
-    grid = cells(load_sweep(root / "sweep_mini.yaml"))
-    labels = [c.label for c in grid]
-    assert len(labels) == len(set(labels)) and labels[0] == "fp"
-    assert {"q_vdit-W4A6-no-tqe", "s2q_vdit-W4A4", "rtn-W4A8-static"} <= set(labels)
+    labels = {}
+    for name in ("sweep_mini", "sweep_mini_outlier", "sweep_mini_ablations"):
+        grid = cells(load_sweep(root / f"{name}.yaml"))
+        labels[name] = [c.label for c in grid]
+        assert len(labels[name]) == len(set(labels[name])) and labels[name][0] == "fp"
+    assert {"rtn-W4A4", "q_vdit-W4A6", "s2q_vdit-W8A8"} <= set(labels["sweep_mini"])
+    assert set(labels["sweep_mini"]) <= set(labels["sweep_mini_outlier"])  # the same grid
+    grid = cells(load_sweep(root / "sweep_mini_outlier.yaml"))
+    assert {c.cfg.model.name for c in grid} == {"mini-outlier"}
+    abl = set(labels["sweep_mini_ablations"])
+    assert {"q_vdit-W4A6-no-tqe", "s2q_vdit-W4A4", "rtn-W4A8-static"} <= abl
     for path in [*root.glob("configs/*.yaml"), root / "baselines" / "ci_mini.yaml"]:
         assert load_config(path).quantizers, path
