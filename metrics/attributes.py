@@ -46,6 +46,12 @@ class AttributeAccuracy(PerVideoMetric):
         self._net: Any = None
         self.hits: dict[str, list[bool]] = {k: [] for k in ATTRIBUTE_KEYS}
 
+    @staticmethod
+    def missing_attributes(attributes: dict[str, Any]) -> list[str]:
+        """The attributes a prompt lacks for this metric (each must be one name); the one
+        rule that validate and :meth:`update` apply."""
+        return [k for k in ATTRIBUTE_KEYS if not isinstance(attributes.get(k), str)]
+
     def _preflight(self, *, frames: int, height: int, width: int, device: str) -> list[str]:
         problem = mini_asset_problem("classifier.safetensors", "the held-out classifier")
         return [f"{self.name}: {problem}"] if problem else []
@@ -86,8 +92,7 @@ class AttributeAccuracy(PerVideoMetric):
 
 def _attributes(c: SampleContext) -> dict[str, str]:
     """The prompt's single-object attributes; ``ValueError`` naming it if it has none."""
-    missing = [k for k in ATTRIBUTE_KEYS if not isinstance(c.attributes.get(k), str)]
-    if missing:
+    if missing := AttributeAccuracy.missing_attributes(c.attributes):
         raise ValueError(
             f"attribute_accuracy: prompt {c.prompt_id} carries no {'/'.join(missing)} "
             "attribute; the metric needs the mini world's single-object prompt suites"

@@ -82,9 +82,9 @@ def blur_effect(lum: np.ndarray, h: int = 9) -> np.ndarray:
         s_v = np.maximum(d_f - d_b, 0.0).sum(axis=(1, 2))
         with np.errstate(invalid="ignore", divide="ignore"):
             per_axis.append(np.where(s_f > 0, (s_f - s_v) / s_f, np.nan))
-    both = np.stack(per_axis)
-    # an axis without neighbour differences has no edges to judge; a flat frame is blurred
-    return np.where(np.isnan(both).all(axis=0), 1.0, np.nanmax(np.nan_to_num(both, nan=-1.0), 0))
+    # an axis without neighbour differences (NaN) has no edges to judge; a flat frame is blurred
+    best = np.nan_to_num(np.stack(per_axis), nan=-1.0).max(axis=0)
+    return np.where(best < 0, 1.0, best)
 
 
 def frame_quality(frames: np.ndarray, sigma0: float = 10.0, h: int = 9) -> np.ndarray:
@@ -110,6 +110,13 @@ class ImagingQuality(PerVideoMetric):
                 f"imaging_quality: blur_window must be an integer >= 2, got {blur_window}"
             )
         self.sigma0, self.blur_window = float(sigma0), int(blur_window)
+
+    def _preflight(self, *, frames: int, height: int, width: int, device: str) -> list[str]:
+        if 0 < min(height, width) < 3:
+            return [
+                f"{self.name}: needs frames of at least 3x3, the generation has {height}x{width}"
+            ]
+        return []
 
     def score(self, video: Video, ctx: SampleContext) -> float:
         """The mean frame score of one video (8 frames at a time, to bound memory)."""

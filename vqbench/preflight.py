@@ -183,7 +183,7 @@ def metric_problems(cfg: RunConfig, adapter: Any, spec: Any, prompts: list[Any])
         out += [f"metrics.{name}: {p}" for p in found]
         keys = getattr(cls, "attribute_keys", ())
         if "attributes" in getattr(cls, "requires", ()) and prompts:
-            bare = [p.id for p in prompts if not all(k in p.attributes for k in keys)]
+            bare = [p.id for p in prompts if cls.missing_attributes(p.attributes)]
             if bare:
                 out.append(
                     f"metrics.{name}: needs prompts that carry the attributes "

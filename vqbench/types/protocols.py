@@ -85,7 +85,8 @@ class Metric(Protocol):
 
     ``requires`` is a subset of :data:`METRIC_REQUIREMENTS`; metrics that require
     ``reference`` are also :class:`ReferenceMetric`; those that require ``attributes`` name
-    the prompt attributes they read in ``attribute_keys``.
+    the prompt attributes they read in ``attribute_keys`` and say which a prompt lacks with
+    ``missing_attributes(attributes)``.
     """
 
     name: str
