@@ -47,7 +47,8 @@ class DistillSettings:
 @dataclass
 class DistillResult:
     """Per-iteration training losses, the held-out curve ``[(iteration, loss)]`` (iteration 0
-    is the start state) and the JSON-able summary that goes into ``QuantState.meta``."""
+    is the start state) and the JSON-able summary that goes into ``QuantState.meta``
+    (``curve``: held-out; ``train_curve``: mean training loss of each evaluation window)."""
 
     train: list[dict[str, float]] = field(default_factory=list)
     heldout: list[tuple[int, float]] = field(default_factory=list)
@@ -215,6 +216,7 @@ def distill(
         "heldout_rows": len(held_idx),
         "eval_rows": len(eval_idx),
         "curve": [[i, _finite(v)] for i, v in result.heldout],
+        "train_curve": _windows(result.train, [i for i, _ in result.heldout]),
     }
     return result
 
@@ -222,3 +224,12 @@ def distill(
 def _finite(v: float) -> float | None:
     """``v`` to 6 significant digits for JSON, ``None`` when not finite."""
     return float(f"{v:.6g}") if math.isfinite(v) else None
+
+
+def _windows(train: list[dict[str, float]], ends: list[int]) -> list[list[float | None]]:
+    """``[end, mean training loss of the iterations since the previous end]`` per end > 0."""
+    out: list[list[float | None]] = []
+    for lo, hi in zip(ends, ends[1:], strict=False):
+        rows = [r["loss"] for r in train[lo:hi]]
+        out.append([hi, _finite(sum(rows) / len(rows)) if rows else None])
+    return out
