@@ -90,6 +90,10 @@ def test_config_validation():
         EfficientDMQuantizer.from_spec(4, 8, params={"a_granularity": "tensor"})
     with pytest.raises(ValueError, match="lr_lora"):
         EfficientDMQuantizer.from_spec(4, 8, params={"lr_lora": -1.0})
+    for bad in ({"holdout": 1.0}, {"eval_every": 0}, {"eval_rows": 0}, {"warmup_iters": -1}):
+        with pytest.raises(ValueError, match=f"^{next(iter(bad))}"):
+            EfficientDMQuantizer.from_spec(4, 8, params=bad)
+    assert EfficientDMQuantizer().config.version == "2"
 
 
 def test_warmup_cosine_schedule_by_hand():
