@@ -7,6 +7,7 @@ calibrated under each setting:
 - ``before``: no training (``iters: 0``), the state every distillation starts from;
 - ``new``: the version-2 defaults (released learning rates 1e-5 / 1e-6, 10 warm-up steps,
   2 of the 8 prompts held out, best held-out state kept, guard);
+- ``new_long``: the same with 480 iterations instead of 120 (does W4A6 settle?);
 - ``old``: the version-1 learning rates 5e-4 / 2e-5, no warm-up, last state kept (the same
   prompts held out, so both curves are measured on the same rows; version 1 trained on
   all 8);
@@ -41,6 +42,7 @@ from vqbench.registry import QUANTIZERS
 SETTINGS = {
     "before": {"iters": 0},
     "new": {},
+    "new_long": {"iters": 480},  # the released rates, 4x the default iterations
     "old": {"lr_lora": 5e-4, "lr_delta": 2e-5, "warmup_iters": 0, "keep_best": False},
     "old_best": {"lr_lora": 5e-4, "lr_delta": 2e-5, "warmup_iters": 0},
     "old_warm": {"lr_lora": 5e-4, "lr_delta": 2e-5},
