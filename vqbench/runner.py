@@ -189,7 +189,7 @@ def quantize_stage(
     # weight counts before quantizing: QuantLinear layers are no longer ``nn.Linear``
     sizes = [sum(lin.weight.numel() for lin in t.linears().values()) for t in targets]
     m.quantized = True  # from here on the model is (being) changed in place
-    calib_secs, cached = 0.0, []
+    calib_secs, cached, reported = 0.0, [], {}
     for target in targets:
         rows = m.adapter.calibration_for(target.name, calib)
         key = cache_key(  # the resolved config: a changed method default is a new state
@@ -203,6 +203,8 @@ def quantize_stage(
             state, from_cache, secs = _calibrated_state(plan, m, quantizer, target, rows, key)
         calib_secs += secs
         cached.append(from_cache)
+        if state.meta.get("record"):  # what the quantizer asks to be recorded from its state
+            reported[target.name] = {k: state.meta[k] for k in state.meta["record"]}
         with timed(plan.timings, "quantize"):
             quantizer.quantize(target, state)
     effective = _effective_bits(quantizer, targets, sizes)
@@ -211,10 +213,10 @@ def quantize_stage(
     info.update(
         effective_bits=effective, targets=[t.name for t in targets], replaced_layers=replaced
     )
-    return {
-        "quantizer": info,
-        "calibration": {"seconds": calib_secs, "state_cached": all(cached)},
-    }
+    calibration: dict[str, Any] = {"seconds": calib_secs, "state_cached": all(cached)}
+    if reported:
+        calibration["state"] = reported
+    return {"quantizer": info, "calibration": calibration}
 
 
 def quantizer_info(q: QuantSpec, quantizer: Any) -> dict[str, Any]:

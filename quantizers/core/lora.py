@@ -7,8 +7,9 @@ Training (methods.md §2.4, §2.9, §5.7) replaces each planned linear by a
 
 with ``A`` Kaiming-initialised, ``B`` zero (rank ``r``), the per-group weight step ``delta``
 learnable (the zero-point stays fixed) and an optional FP ``side`` branch (Q-VDiT's TQE).
-:func:`distill` trains all layers end to end against the FP outputs of a
-:class:`~vqbench.types.CalibrationSet` (AdamW, cosine schedule). At deployment the LoRA is
+:func:`~quantizers.core.distill.distill` trains all layers end to end against the FP outputs
+of a :class:`~vqbench.types.CalibrationSet` (AdamW, warm-up and cosine schedule, best
+held-out state kept, never worse than the start on held-out prompts). At deployment the LoRA is
 merged into the weight *before* the final quantization (:func:`lsq_qweight`), so it costs
 nothing at inference. :class:`QALoRAQuantizer` packages this as a quantizer; methods override
 :meth:`~QALoRAQuantizer._side_branch`, :meth:`~QALoRAQuantizer._loss` and
@@ -27,9 +28,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from quantizers.core.base import BaseQuantizer, QuantConfig
+from quantizers.core.distill import DistillSettings, distill
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant, QWeight
 from quantizers.core.policy import LayerPlan
 from quantizers.core.quantizer import (
@@ -142,68 +143,6 @@ def merge(layer: QALoRALinear) -> tuple[torch.Tensor, QWeight | None]:
     return w, lsq_qweight(w, layer.lsq.delta, layer.lsq.zero, layer.spec)
 
 
-def distill(
-    target: QuantTarget,
-    calib: CalibrationSet,
-    layers: dict[str, QALoRALinear],
-    loss_fn: LossFn,
-    iters: int,
-    batch_size: int,
-    lr_lora: float,
-    lr_delta: float,
-    weight_decay: float = 0.01,
-    seed: int = 0,
-    desc: str = "distill",
-) -> list[dict[str, float]]:
-    """Train ``layers`` (swapped into ``target.module`` meanwhile) end to end.
-
-    Each iteration draws ``batch_size`` random calibration rows, runs ``target.forward`` and
-    minimises ``loss_fn(out, fp_out)`` with AdamW (LoRA and side parameters at ``lr_lora``,
-    LSQ steps at ``lr_delta``) under a cosine schedule to 0. Every other parameter is frozen
-    and the original linears are restored afterwards. Returns the per-iteration losses.
-    """
-    module = target.module
-    frozen = {p: p.requires_grad for p in module.parameters()}
-    originals = {n: module.get_submodule(n) for n in layers}
-    history: list[dict[str, float]] = []
-    if iters <= 0 or not layers:
-        return history
-    try:
-        for p in frozen:
-            p.requires_grad_(False)
-        for n, layer in layers.items():
-            module.set_submodule(n, layer)
-        lora = [p for layer in layers.values() for p in layer.lora_parameters()]
-        deltas = [layer.lsq.delta for layer in layers.values() if layer.lsq is not None]
-        for p in lora + deltas:
-            p.requires_grad_(True)
-        groups = [{"params": lora, "lr": lr_lora}]
-        if deltas:
-            groups.append({"params": deltas, "lr": lr_delta})
-        opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iters, eta_min=0.0)
-        gen = torch.Generator().manual_seed(seed)
-        bs = min(batch_size, len(calib))
-        with torch.enable_grad(), tqdm(range(iters), desc=desc, disable=None, leave=False) as bar:
-            for _ in bar:
-                idx = torch.randperm(len(calib), generator=gen)[:bs]
-                batch = next(calib.subset(idx).batches(bs))
-                out = target.forward(batch)
-                loss, parts = loss_fn(out, batch["outputs"].to(out.device, out.dtype))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                history.append({"loss": float(loss.detach()), **parts})
-                bar.set_postfix(loss=f"{history[-1]['loss']:.3g}")
-    finally:
-        for n, lin in originals.items():
-            module.set_submodule(n, lin)
-        for p, flag in frozen.items():
-            p.requires_grad_(flag)
-    return history
-
-
 def mse_loss(out: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean squared error against the FP output (EfficientDM's distillation loss)."""
     loss = F.mse_loss(out.float(), ref.float())
@@ -214,20 +153,31 @@ def mse_loss(out: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, dict[s
 class QALoRAConfig(QuantConfig):
     """Distillation settings. ``iters`` AdamW steps of ``calib_batch_size`` rows; LoRA rank
     ``lora_rank`` (capped by the layer width); ``lr_lora`` for LoRA (and side branches),
-    ``lr_delta`` for the LSQ steps; ``mse_init``: weight steps start from an MSE clip
-    search; ``train_act_quant``: activations fake-quantized during training; ``seed`` for
-    the LoRA init and batch order. The defaults fit the mini model (methods.md §2.9 lists
-    Open-Sora's: 10k iterations, batch 4, lr 1e-5 / 1e-6)."""
+    ``lr_delta`` for the LSQ steps (the released Q-VDiT code's 1e-5 / 1e-6, methods.md
+    §2.9); ``warmup_iters`` linear warm-up steps before the cosine schedule; ``holdout``:
+    share of the calibration prompts kept out of training, on whose rows (at most
+    ``eval_rows``) the loss is evaluated before training and every ``eval_every`` steps;
+    ``keep_best``: end in the best held-out state, the start state when none beats it (off:
+    the last state); ``mse_init``: weight steps start from an MSE clip search;
+    ``train_act_quant``: activations fake-quantized during training; ``seed`` for the LoRA
+    init, the held-out prompts and the batch order. Version 2: released learning rates,
+    warm-up, held-out selection and guard."""
 
     calib_batch_size: int = 2
     iters: int = 120
     lora_rank: int = 32
-    lr_lora: float = 5e-4
-    lr_delta: float = 2e-5
+    lr_lora: float = 1e-5
+    lr_delta: float = 1e-6
     weight_decay: float = 0.01
+    warmup_iters: int = 10
+    holdout: float = 0.25
+    eval_every: int = 20
+    eval_rows: int = 16
+    keep_best: bool = True
     mse_init: bool = True
     train_act_quant: bool = True
     seed: int = 0
+    version: str = "2"
 
     def __post_init__(self) -> None:
         if self.a_granularity != "token":
@@ -236,10 +186,31 @@ class QALoRAConfig(QuantConfig):
             )
         if self.iters < 0 or self.lora_rank < 1:
             raise ValueError("iters must be >= 0 and lora_rank >= 1")
-        for f in ("lr_lora", "lr_delta", "weight_decay"):
+        for f in ("lr_lora", "lr_delta", "weight_decay", "warmup_iters"):
             if getattr(self, f) < 0:
                 raise ValueError(f"{f}: must be >= 0, got {getattr(self, f)}")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout: must lie in [0, 1), got {self.holdout}")
+        for f in ("eval_every", "eval_rows"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"{f}: must be >= 1, got {getattr(self, f)}")
         super().__post_init__()
+
+    def distill_settings(self) -> DistillSettings:
+        """The loop's settings."""
+        return DistillSettings(
+            iters=self.iters,
+            batch_size=self.calib_batch_size,
+            lr_lora=self.lr_lora,
+            lr_delta=self.lr_delta,
+            weight_decay=self.weight_decay,
+            warmup_iters=self.warmup_iters,
+            holdout=self.holdout,
+            eval_every=self.eval_every,
+            eval_rows=self.eval_rows,
+            keep_best=self.keep_best,
+            seed=self.seed,
+        )
 
 
 class QALoRAQuantizer(BaseQuantizer):
@@ -286,17 +257,12 @@ class QALoRAQuantizer(BaseQuantizer):
             layers[name] = QALoRALinear(
                 linear, plan.spec, cfg.lora_rank, gen, cfg.mse_init, self._train_act_quant(), side
             )
-        history = distill(
+        result = distill(
             target,
             calib,
             layers,
             self._loss(target),
-            cfg.iters,
-            cfg.calib_batch_size,
-            cfg.lr_lora,
-            cfg.lr_delta,
-            cfg.weight_decay,
-            cfg.seed,
+            cfg.distill_settings(),
             desc=f"{self.name} W{cfg.w_bits}A{cfg.a_bits}",
         )
         tensors: dict[str, torch.Tensor] = {}
@@ -309,11 +275,17 @@ class QALoRAQuantizer(BaseQuantizer):
             if layer.side is not None:
                 for k, v in layer.side.state_dict().items():
                     tensors[f"{name}.side.{k}"] = v.detach().clone()
-        meta = {"iters": len(history), "calib_seconds": round(time.perf_counter() - t0, 2)}
+        history = result.train
+        meta: dict[str, Any] = {
+            "iters": len(history),
+            "calib_seconds": round(time.perf_counter() - t0, 2),
+        }
         if history:
             k = max(1, len(history) // 10)
             meta["loss_first"] = _mean(history[:k])
             meta["loss_last"] = _mean(history[-k:])
+            meta["distill"] = result.summary
+            meta["record"] = ["distill"]  # meta keys the runner copies into the run record
         return QuantState(tensors=tensors, meta=meta)
 
     # ---- deployment --------------------------------------------------------------------------
@@ -355,7 +327,6 @@ __all__ = [
     "QALoRAConfig",
     "QALoRALinear",
     "QALoRAQuantizer",
-    "distill",
     "kaiming_uniform",
     "lsq_qweight",
     "merge",

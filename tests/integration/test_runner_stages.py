@@ -47,3 +47,14 @@ def test_real_kernel_records_name_their_backend(tmp_path):
         tmp_path / "a", tmp_path / "cache", "generation.prompts=tiny", "quantizers.0.kernel=real"
     )
     assert recs["smoothquant-W8A8"].quantizer["kernel_backend"] in ("int_mm", "fbgemm")
+
+
+def test_records_carry_what_the_state_asks_to_record(tmp_path):
+    q = "quantizers=[{name: efficientdm, w_bits: 8, a_bits: 8, params: {iters: 3}}]"
+    for run_id in ("a", "b"):  # fresh, then from the cached state
+        recs = _run(tmp_path / run_id, tmp_path / "cache", "generation.prompts=tiny", q)
+        calib = recs["efficientdm-W8A8"].calibration
+        (distill,) = (s["distill"] for s in calib["state"].values())
+        assert isinstance(distill["guard_fired"], bool) and distill["eval_rows"] > 0
+        assert distill["curve"][0] == [0, distill["start_loss"]]
+    assert calib["state_cached"]

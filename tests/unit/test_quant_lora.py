@@ -1,14 +1,19 @@
-"""QALoRA + LSQ (``quantizers.core.lora``): merge invariance, gradients, distillation."""
+"""QALoRA + LSQ (``quantizers.core.lora``, ``.distill``): merge invariance, gradients,
+distillation, its schedule, held-out split, best-state selection and guard."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from torch import nn
 
 from quantizers.core import LayerSpec, QuantLinear, QuantVariant
+from quantizers.core.distill import evenly, lr_factor, split_holdout
 from quantizers.core.lora import QALoRALinear, kaiming_uniform, merge
 from quantizers.efficientdm import EfficientDMQuantizer
+from quantizers.q_vdit import QVDiTQuantizer
 from quantizers.rtn import RTNQuantizer
 from tests.conformance.conftest import build_calib, build_target
 
@@ -85,3 +90,91 @@ def test_config_validation():
         EfficientDMQuantizer.from_spec(4, 8, params={"a_granularity": "tensor"})
     with pytest.raises(ValueError, match="lr_lora"):
         EfficientDMQuantizer.from_spec(4, 8, params={"lr_lora": -1.0})
+    for bad in ({"holdout": 1.0}, {"eval_every": 0}, {"eval_rows": 0}, {"warmup_iters": -1}):
+        with pytest.raises(ValueError, match=f"^{next(iter(bad))}"):
+            EfficientDMQuantizer.from_spec(4, 8, params=bad)
+    assert EfficientDMQuantizer().config.version == "2"
+
+
+def test_warmup_cosine_schedule_by_hand():
+    # 10 steps, 2 of warm-up: (i + 1) / 2, then 0.5 (1 + cos(pi (i - 2) / 8))
+    expect = [0.5, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 8)), 0.5 * (1 + math.cos(math.pi / 4))]
+    got = [lr_factor(i, 10, 2) for i in range(5)]
+    assert got == pytest.approx(expect, abs=1e-12)
+    assert lr_factor(6, 10, 2) == pytest.approx(0.5)
+    assert lr_factor(10, 10, 2) == 0.0 and lr_factor(2, 3, 10) == 1.0  # warm-up capped at iters
+    # no warm-up is torch's CosineAnnealingLR(T_max=iters, eta_min=0)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7, eta_min=0.0)
+    for i in range(7):
+        assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * lr_factor(i, 7, 0), abs=1e-12)
+        opt.step()
+        sched.step()
+
+
+def test_holdout_split_keeps_whole_prompts_out():
+    calib = build_calib(num_prompts=4)  # 8 rows per prompt
+    train, held = split_holdout(calib, 0.25, seed=3)
+    assert len(held) == 8 and len(train) == 24
+    assert set(train.tolist()).isdisjoint(held.tolist())
+    held_prompts = set(calib.prompt_index[held].tolist())
+    assert len(held_prompts) == 1 and held_prompts.isdisjoint(calib.prompt_index[train].tolist())
+    assert len(split_holdout(calib, 0.9)[0]) == 8  # at least one prompt stays for training
+    one = calib.subset(torch.nonzero(calib.prompt_index == 0).flatten())
+    train1, held1 = split_holdout(one, 0.25)  # one prompt: rows are held out
+    assert len(held1) == 2 and len(train1) == 6
+    assert len(split_holdout(calib, 0.0)[1]) == 0
+    assert evenly(torch.arange(10), 4).tolist() == [0, 3, 6, 9]
+
+
+@pytest.mark.parametrize("cls", [EfficientDMQuantizer, QVDiTQuantizer])
+def test_guard_keeps_the_start_state_when_training_diverges(cls):
+    calib, batch = build_calib(), next(build_calib().batches(4))
+    start_q = cls.from_spec(4, 8, params={"iters": 0})
+    start = start_q.calibrate(build_target(), calib)
+    q = cls.from_spec(4, 8, params={"iters": 6, "lr_lora": 1e3, "lr_delta": 1.0})
+    state = q.calibrate(build_target(), calib)
+    d = state.meta["distill"]
+    assert d["guard_fired"] and d["restored"] == "start" and d["best_iter"] == 0
+    assert d["best_loss"] == d["start_loss"]
+    assert d["diverged_at"] is not None or d["final_loss"] > 100 * d["start_loss"]
+    assert state.tensors.keys() == start.tensors.keys()
+    assert all(torch.equal(v, start.tensors[k]) for k, v in state.tensors.items())
+    assert state.meta["record"] == ["distill"]
+    outs = []
+    for qq, st in ((start_q, start), (q, state)):
+        target = build_target()
+        qq.quantize(target, st)
+        with torch.no_grad():
+            outs.append(target.forward(batch))
+    assert torch.equal(outs[0], outs[1])
+    last = cls.from_spec(
+        4, 8, params={"iters": 6, "lr_lora": 1e3, "lr_delta": 1.0, "keep_best": False}
+    )
+    kept = last.calibrate(build_target(), calib)
+    assert kept.meta["distill"]["restored"] == "last" and not kept.meta["distill"]["guard_fired"]
+    assert not torch.equal(
+        kept.tensors[next(k for k in kept.tensors if "w_delta" in k)],
+        start.tensors[next(k for k in start.tensors if "w_delta" in k)],
+    )
+
+
+def test_best_heldout_state_is_restored():
+    calib = build_calib()
+    params = {"iters": 24, "lr_lora": 1e-4, "lr_delta": 1e-5, "eval_every": 2, "warmup_iters": 2}
+    q = EfficientDMQuantizer.from_spec(4, 8, params=params)
+    state = q.calibrate(build_target(), calib)
+    d = state.meta["distill"]
+    curve = dict(d["curve"])
+    assert sorted(curve) == list(range(0, 25, 2)) and curve[0] == d["start_loss"]
+    assert 0 < d["best_iter"] < 24 and not d["guard_fired"] and d["restored"] == "best"
+    assert d["best_loss"] == min(curve.values()) < d["final_loss"]
+    # the deployed model's loss on the held-out rows is the best one, not the last one
+    _, held = split_holdout(calib, q.config.holdout, q.config.seed)
+    rows = calib.subset(evenly(held, q.config.eval_rows))
+    target = build_target()
+    q.quantize(target, state)
+    with torch.no_grad():
+        out = target.forward(next(rows.batches(len(rows))))
+    loss = float(torch.nn.functional.mse_loss(out, rows.outputs))
+    assert loss == pytest.approx(d["best_loss"], rel=1e-4)

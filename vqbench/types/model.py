@@ -227,7 +227,10 @@ class QuantTarget:
 
 @dataclass
 class QuantState:
-    """A quantizer's calibration result: tensors (safetensors) plus JSON-able metadata."""
+    """A quantizer's calibration result: tensors (safetensors) plus JSON-able metadata.
+
+    ``meta["record"]``, if set, lists meta keys the runner copies into the run record
+    (``calibration.state[<target name>]``)."""
 
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
