@@ -161,10 +161,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweep.executor = args.executor
     sweep.base.quiet = sweep.base.quiet or args.quiet
     if args.dry_run:
-        print_plan(sweep)
+        print_plan(sweep, args.only)
         return 0
     try:
-        done = run_sweep(sweep)
+        done = run_sweep(sweep, args.only)
     except RuntimeError as e:  # failed cells; the others are finished and kept
         print(f"vqbench: error: {e}", file=sys.stderr)
         return 1
@@ -241,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(p, "base.generation.num_prompts=4")
     p.add_argument("--executor", choices=["local", "submitit"], help="override the executor")
     p.add_argument("--dry-run", action="store_true", help="print the cells and cache status")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="run only the cells whose setting (or model/setting) matches this fnmatch "
+        "pattern, e.g. 'q_vdit-*' (repeatable; two processes can share a sweep this way)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help=cmd_report.__doc__)

@@ -78,11 +78,22 @@ class QuantSpec:
     kernel: str = "fake"
     params: dict[str, Any] = field(default_factory=dict)
     tag: str = ""  # optional suffix telling apart settings of one method (ablations)
+    seed: int | None = None  # calibration seed of a stochastic method (its ``seed`` param)
 
     @property
     def label(self) -> str:
-        """Record label, e.g. ``rtn-W8A8`` or ``q_vdit-W4A6-noTMD``."""
+        """Record label, e.g. ``rtn-W8A8`` or ``q_vdit-W4A6-noTMD``: the seeds of one setting
+        share it (reports pool them)."""
         return setting_label(self.name, self.w_bits, self.a_bits, self.tag)
+
+    @property
+    def dirname(self) -> str:
+        """The setting's directory and run-id part: the label, ``-seed<k>`` when seeded."""
+        return self.label if self.seed is None else f"{self.label}-seed{self.seed}"
+
+    def method_params(self) -> dict[str, Any]:
+        """The method's params, with ``seed`` set from :attr:`seed` when given."""
+        return dict(self.params) if self.seed is None else {**self.params, "seed": self.seed}
 
 
 def setting_label(name: str, w_bits: int, a_bits: int, tag: str | None = None) -> str:
@@ -352,8 +363,13 @@ def config_hash(obj: Any, length: int = DIGEST_LENGTH) -> str:
 
 
 def run_hash(cfg: RunConfig) -> str:
-    """``config_hash`` of a run, blind to settings that do not change results (quiet, cache)."""
-    return config_hash(dataclasses.replace(cfg, quiet=False, cache_dir=None))
+    """``config_hash`` of a run, blind to settings that do not change results (quiet, cache);
+    an unset quantizer ``seed`` is left out (records from before the field keep their hash)."""
+    data = to_dict(dataclasses.replace(cfg, quiet=False, cache_dir=None))
+    for q in data.get("quantizers") or []:
+        if q.get("seed") is None:
+            q.pop("seed", None)
+    return digest(data)
 
 
 #: the fields of :class:`GenerationSpec` that say *how* to sample (not *which* samples)

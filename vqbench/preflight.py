@@ -71,7 +71,7 @@ def config_problems(cfg: RunConfig) -> list[str]:
         if getattr(cfg.latency, name) < 0:
             out.append(f"latency.{name}: must be >= 0, got {getattr(cfg.latency, name)}")
     for i, q in enumerate(cfg.quantizers):
-        out += _quant_problems(q, i, [p.label for p in cfg.quantizers[:i]], name_ok, QUANTIZERS)
+        out += _quant_problems(q, i, [p.dirname for p in cfg.quantizers[:i]], name_ok, QUANTIZERS)
     for i, m in enumerate(cfg.metrics):
         name_ok(METRICS, m, f"metrics[{i}]")
     if len(set(cfg.metrics)) != len(cfg.metrics):
@@ -105,12 +105,16 @@ def _quant_problems(
             check_name(q.tag, f"quantizers[{i}].tag")
         except UnsafePathError as e:
             out.append(str(e))
-    if q.label in earlier:
-        out.append(f"quantizers[{i}].tag: label {q.label!r} is used twice; set a tag")
+    if q.dirname in earlier:
+        out.append(f"quantizers[{i}].tag: setting {q.dirname!r} is used twice; set a tag")
+    if q.seed is not None and "seed" in q.params:
+        out.append(f"quantizers[{i}].seed: also set in params.seed; give the seed once")
+    elif q.seed is not None and not getattr(registry.get(q.name), "stochastic", False):
+        out.append(f"quantizers[{i}].seed: {q.name}'s calibration is deterministic; drop the seed")
     if out:
         return out
     try:  # the method's own config class checks its params (unknown names, ranges)
-        registry.get(q.name).from_spec(q.w_bits, q.a_bits, q.kernel, q.params)
+        registry.get(q.name).from_spec(q.w_bits, q.a_bits, q.kernel, q.method_params())
     except (ValueError, TypeError) as e:
         out.append(f"quantizers[{i}] ({q.label}): {e}")
     return out

@@ -75,7 +75,7 @@ def prepare(cfg: RunConfig, run_id: str | None = None) -> Plan:
         (
             q,
             QUANTIZERS.get(q.name, f"quantizers[{i}].name").from_spec(
-                q.w_bits, q.a_bits, q.kernel, q.params
+                q.w_bits, q.a_bits, q.kernel, q.method_params()
             ),
         )
         for i, q in enumerate(cfg.quantizers)
@@ -195,7 +195,7 @@ def quantize_stage(
         key = cache_key(  # the resolved config: a changed method default is a new state
             QUANT_STATE,
             calibration=m.keys[CALIBRATION],
-            quantizer={k: v for k, v in to_dict(q).items() if k != "tag"},
+            quantizer={k: v for k, v in to_dict(q).items() if k not in ("tag", "seed")},
             config=quantizer.config.hash(),
             target=target.name,
         )
@@ -228,6 +228,7 @@ def quantizer_info(q: QuantSpec, quantizer: Any) -> dict[str, Any]:
         "w_bits": q.w_bits,
         "a_bits": q.a_bits,
         "tag": q.tag,
+        "seed": q.seed,
         "kernel": q.kernel,
         "kernel_backend": desc.get("kernel_backend"),
         "config": desc["config"],
@@ -308,8 +309,8 @@ def run(cfg: RunConfig, run_id: str | None = None, write_fp: bool = True) -> lis
         except NonFiniteError as e:
             log.error("%s failed: %s", q.label, e)
             if plan.lead:
-                records.append(fail_setting(plan, m, q.label, parts, str(e)))
+                records.append(fail_setting(plan, m, q.dirname, parts, str(e)))
             continue
         if plan.lead:
-            records.append(finish_setting(plan, m, q.label, gen, fp, parts))
+            records.append(finish_setting(plan, m, q.dirname, gen, fp, parts))
     return records

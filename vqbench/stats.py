@@ -1,4 +1,5 @@
-"""Statistics shared by metrics and reports: bootstrap CIs and paired per-prompt deltas.
+"""Statistics shared by metrics and reports: bootstrap CIs and paired per-prompt deltas, and
+the crossed (seeds x prompts) bootstrap of settings run with several calibration seeds.
 
 A leaf module (numpy and scipy only): ``metrics`` and ``vqbench.report`` both import it.
 Every bootstrap uses a fixed seed (``DEFAULT_SEED``), so the same per-sample values always give
@@ -96,6 +97,7 @@ class PairedDelta:
     ci: tuple[float, float] | None
     deltas: dict[str, float] = field(default_factory=dict)
     method: str = DEFAULT_PAIRED_METHOD
+    seeds: int = 1  # calibration seeds behind the deltas (more than 1: crossed bootstrap)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +105,7 @@ class PairedDelta:
             "n": self.n,
             "ci": list(self.ci) if self.ci is not None else None,
             "method": self.method,
+            "seeds": self.seeds,
             "deltas": dict(self.deltas),
         }
 
@@ -178,3 +181,54 @@ def paired_deltas(
         deltas=deltas,
         method=method,
     )
+
+
+CROSSED_METHOD = "crossed-bootstrap"
+
+
+def crossed_bootstrap_ci(
+    a: Sequence[Sequence[float]] | np.ndarray,
+    b: Sequence[Sequence[float]] | np.ndarray | None = None,
+    paired_seeds: bool = False,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    level: float = CI_LEVEL,
+) -> tuple[float, float] | None:
+    """Percentile interval of ``mean(a)`` (or of ``mean(a) - mean(b)``) for ``seeds x prompts``
+    matrices, resampling the seeds and the prompts independently (a crossed, "pigeonhole"
+    bootstrap: the interval covers the calibration-seed and the prompt variation).
+
+    The prompts (columns) are shared by ``a`` and ``b`` and resampled jointly; the seeds
+    (rows) are resampled jointly when ``paired_seeds`` (``a`` and ``b`` ran the same seeds),
+    else each matrix's own. A one-row ``b`` (a setting without seeds) is the same in every
+    resample. ``None`` when there is nothing to resample; ``ValueError`` for NaN or inf,
+    or for matrices whose prompts (or paired seeds) differ.
+    """
+    x = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    y = None if b is None else np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if not np.all(np.isfinite(x)) or (y is not None and not np.all(np.isfinite(y))):
+        raise ValueError("crossed_bootstrap_ci: values contain NaN or inf")
+    if y is not None and y.shape[1] != x.shape[1]:
+        raise ValueError(f"crossed_bootstrap_ci: {x.shape[1]} prompts against {y.shape[1]}")
+    if paired_seeds and (y is None or y.shape[0] != x.shape[0]):
+        raise ValueError("crossed_bootstrap_ci: paired seeds need as many seeds on both sides")
+    if y is not None and (paired_seeds or len(y) == 1):  # one matrix of per-cell deltas
+        x, y = x - y, None
+    s, p = x.shape
+    if s * p < 2:
+        return None
+    rng = np.random.default_rng(seed)
+
+    def counts(n: int) -> np.ndarray:  # [R, n] how often each index is drawn
+        idx = rng.integers(0, n, size=(n_resamples, n))
+        return np.stack([np.bincount(i, minlength=n) for i in idx]).astype(np.float64)
+
+    cp, cs = counts(p), counts(s)
+    stat = np.einsum("rs,sp,rp->r", cs, x, cp) / (s * p)
+    if y is not None:
+        stat = stat - np.einsum("rs,sp,rp->r", counts(len(y)), y, cp) / (len(y) * p)
+    if np.all(stat == stat[0]):
+        return float(stat[0]), float(stat[0])
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(stat, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)

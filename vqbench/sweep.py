@@ -34,6 +34,7 @@ from vqbench.config import (
 from vqbench.paths import check_name
 from vqbench.records import RecordError, RunRecord
 from vqbench.types import BITS as SUPPORTED_BITS
+from vqbench.types import match_any
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class SweepConfig:
     kernel: str = "fake"
     params: dict[str, Any] = field(default_factory=dict)  # quantizer name -> method params
     extra: list[QuantSpec] = field(default_factory=list)  # settings beyond the grid (ablations)
+    # stochastic method name -> its calibration seeds: one cell per seed
+    calib_seeds: dict[str, list[int]] = field(default_factory=dict)
     output_dir: str = "runs/sweep"
     cache_dir: str | None = None  # None: <output_dir>/.cache
     executor: str = "local"
@@ -128,6 +131,8 @@ def cells(sweep: SweepConfig) -> list[Cell]:
 
     names = QUANTIZERS.names() if sweep.quantizers == ["all"] else sweep.quantizers
     bits = [parse_bits(b) for b in sweep.bits]
+    seeds = sweep.calib_seeds
+    _check_seeds(seeds, QUANTIZERS)
     cache_dir = sweep.cache_dir or str(Path(sweep.output_dir) / ".cache")
     out: list[Cell] = []
     seen: set[str] = set()
@@ -148,20 +153,39 @@ def cells(sweep: SweepConfig) -> list[Cell]:
                     log.warning("%s does not support W%dA%d: cell left out", name, w, a)
                     continue
                 q = QuantSpec(name, w, a, sweep.kernel, dict(sweep.params.get(name, {})))
-                out.append(Cell(key, q.label, validate(replace(base, quantizers=[q]))))
+                for s in _seeded(q, seeds):
+                    out.append(Cell(key, s.dirname, validate(replace(base, quantizers=[s]))))
         labels = {c.label for c in out if c.model == key}
         for j, q in enumerate(sweep.extra):
             qcls = QUANTIZERS.get(q.name, f"extra[{j}].name")
             if (q.w_bits, q.a_bits) not in getattr(qcls, "supported_bits", {(q.w_bits, q.a_bits)}):
                 raise ConfigError(f"extra[{j}]: {q.name} does not support W{q.w_bits}A{q.a_bits}")
-            if q.label in labels:
-                raise ConfigError(f"extra[{j}]: setting {q.label!r} is already in the sweep")
-            labels.add(q.label)
-            spec = replace(base, quantizers=[copy.deepcopy(q)])
-            out.append(Cell(key, q.label, validate(spec)))
+            for s in _seeded(q, seeds):
+                if s.dirname in labels:
+                    raise ConfigError(f"extra[{j}]: setting {s.dirname!r} is already in the sweep")
+                labels.add(s.dirname)
+                out.append(Cell(key, s.dirname, validate(replace(base, quantizers=[s]))))
     if not any(not c.is_fp for c in out):
         raise ConfigError("quantizers, bits: no quantizer supports any of the bit settings")
     return out
+
+
+def _seeded(q: QuantSpec, seeds: dict[str, list[int]]) -> list[QuantSpec]:
+    """``q`` once per calibration seed of its method (unless ``q`` names its own seed)."""
+    wanted = seeds.get(q.name, [])
+    if q.seed is not None or not wanted:
+        return [copy.deepcopy(q)]
+    return [replace(copy.deepcopy(q), seed=s) for s in wanted]
+
+
+def _check_seeds(seeds: dict[str, list[int]], registry: Any) -> None:
+    """``ConfigError`` for a seeded method that does not exist or draws no random numbers."""
+    for name, values in seeds.items():
+        where = f"calib_seeds.{name}"
+        if len(set(values)) != len(values) or any(v < 0 for v in values):
+            raise ConfigError(f"{where}: seeds must be distinct and >= 0, got {values}")
+        if not registry.get(name, where).stochastic:
+            raise ConfigError(f"{where}: {name}'s calibration is deterministic; drop it")
 
 
 def sweep_problems(grid: list[Cell]) -> list[str]:
@@ -190,7 +214,7 @@ def is_done(cell: Cell, output_dir: str | Path) -> str:
     if rec.run_hash != run_hash(cell.cfg):
         return "stale"
     for q in cell.cfg.quantizers:
-        resolved = QUANTIZERS.get(q.name).from_spec(q.w_bits, q.a_bits, q.kernel, q.params)
+        resolved = QUANTIZERS.get(q.name).from_spec(q.w_bits, q.a_bits, q.kernel, q.method_params())
         if (rec.quantizer or {}).get("config_hash") != resolved.config.hash():
             return "stale"
     return "done"
@@ -229,9 +253,10 @@ def cache_status(cell: Cell) -> dict[str, bool]:
     return out
 
 
-def print_plan(sweep: SweepConfig) -> None:
-    """Print every cell with its status and the cache status of its inputs."""
-    grid = cells(sweep)
+def print_plan(sweep: SweepConfig, only: list[str] | None = None) -> None:
+    """Print every cell (of those :func:`select_cells` keeps) with its status and the cache
+    status of its inputs."""
+    grid = select_cells(cells(sweep), only)
     print(f"{len(grid)} cells -> {sweep.output_dir} (cache {grid[0].cfg.cache_dir})")
     print(f"{'cell':<40} {'status':<6} fp_videos  calibration")
     for c in grid:
@@ -241,14 +266,30 @@ def print_plan(sweep: SweepConfig) -> None:
         print(f"{c.model + '/' + c.label:<40} {is_done(c, sweep.output_dir):<6} {fp:<10} {calib}")
 
 
-def run_sweep(sweep: SweepConfig) -> list[str]:
-    """Run every unfinished cell; returns the record paths of all finished cells.
+def select_cells(grid: list[Cell], only: list[str] | None) -> list[Cell]:
+    """The cells whose ``<model>/<setting dir>`` or setting dir matches one of the fnmatch
+    patterns ``only`` (all cells when None); ``ConfigError`` for a pattern matching none."""
+    if not only:
+        return grid
+
+    def hit(c: Cell, pats: list[str]) -> bool:
+        return match_any(f"{c.model}/{c.label}", pats) or match_any(c.label, pats)
+
+    for pat in only:
+        if not any(hit(c, [pat]) for c in grid):
+            raise ConfigError(f"--only: {pat!r} matches no cell of the sweep (see --dry-run)")
+    return [c for c in grid if hit(c, only)]
+
+
+def run_sweep(sweep: SweepConfig, only: list[str] | None = None) -> list[str]:
+    """Run every unfinished cell (of those :func:`select_cells` keeps); returns the record
+    paths of all of them.
 
     Raises ``RuntimeError`` naming the failed cells after running all the others.
     """
     from vqbench.preflight import raise_problems
 
-    grid = cells(sweep)
+    grid = select_cells(cells(sweep), only)
     raise_problems(sweep_problems(grid))  # every cell is checked before the first runs
     todo = [c for c in grid if is_done(c, sweep.output_dir) != "done"]
     log.info("%d of %d cells to run", len(todo), len(grid))

@@ -152,6 +152,9 @@ class BaseQuantizer:
     supported_bits: ClassVar[frozenset[tuple[int, int]]] = frozenset(
         (w, a) for w in BITS for a in BITS
     )
+    #: whether calibration draws random numbers (its config's ``seed``): sweeps run such a
+    #: method once per ``calib_seeds`` entry, and reports pool the seeds
+    stochastic: ClassVar[bool] = False
     #: the cheapest parameters that still run every code path (iterations, epochs); the
     #: registry-generated conformance suite uses them so it stays fast on a CPU
     smoke_params: ClassVar[dict[str, Any]] = {}

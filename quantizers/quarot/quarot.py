@@ -39,6 +39,7 @@ class QuaRotQuantizer(BaseQuantizer):
     """Rotate, then per-channel weights and per-token dynamic activations."""
 
     name = "quarot"
+    stochastic = True  # the seeded orthogonal factor of non-power-of-2 widths
     config_cls = QuaRotConfig
 
     def _calibrate(

@@ -51,18 +51,22 @@ PARAMS = ("c", "f0", "f1", "w_clip", "a_clip")
 class S2QConfig(QuantConfig):
     """S2Q-VDiT settings (README.md explains each choice).
 
-    SDS: ``sds`` (hessian | diffusion | quant | random | uniform), ``num_samples`` K,
+    SDS: ``sds`` (hessian | stratified | diffusion | quant | random | uniform), ``sds_bins``
+    (step ranges of ``stratified``: top K / bins units in each), ``num_samples`` K,
     ``sds_feature`` (x_t for C_quant: block_input | latent), ``sds_norm`` (spectral |
     frobenius), ``sds_cfg_pairs`` (joint: a cond/uncond pair is one sample; separate).
     STD: ``std`` (False: lambda = 1), ``lambda_min``, ``attn_chunk`` (queries per chunk).
     Reconstruction: ``epochs`` over the captured block calls, ``lr`` (scale + transform),
     ``clip_lr``, ``transform_init`` (rotation | identity), ``clip_init`` (logit),
-    ``max_block_bytes`` for captured block I/O; ``gptq``/``damp``; ``seed``.
+    ``max_block_bytes`` for captured block I/O; ``gptq``/``damp``; ``hessians``: GPTQ's
+    Hessians from the whole calibration ``pool`` (the data the GPTQ baseline uses) or the
+    ``selected`` rows only (version 1); ``seed``. Version 2: pool Hessians, 15 epochs.
     """
 
     w_symmetric: bool = True
     a_symmetric: bool = True
     sds: str = "hessian"
+    sds_bins: int = 4
     num_samples: int = 40
     sds_feature: str = "block_input"
     sds_norm: str = "spectral"
@@ -77,8 +81,10 @@ class S2QConfig(QuantConfig):
     clip_init: float = 4.0
     max_block_bytes: int = 1024 * 2**20
     gptq: bool = True
+    hessians: str = "pool"
     damp: float = 0.01
     seed: int = 0
+    version: str = "2"
 
     def __post_init__(self) -> None:
         if self.a_granularity != "token":
@@ -91,14 +97,15 @@ class S2QConfig(QuantConfig):
             "sds_norm": ("spectral", "frobenius"),
             "sds_cfg_pairs": ("joint", "separate"),
             "transform_init": ("rotation", "identity"),
+            "hessians": ("pool", "selected"),
         }
         for f, allowed in choices.items():
             if getattr(self, f) not in allowed:
                 raise ValueError(f"{f}: must be one of {allowed}, got {getattr(self, f)!r}")
         if not 0 <= self.lambda_min <= 1:
             raise ValueError(f"lambda_min: must lie in [0, 1], got {self.lambda_min}")
-        if self.num_samples < 1 or self.attn_chunk < 1 or self.epochs < 0:
-            raise ValueError("num_samples, attn_chunk must be >= 1; epochs >= 0")
+        if self.num_samples < 1 or self.attn_chunk < 1 or self.sds_bins < 1 or self.epochs < 0:
+            raise ValueError("num_samples, attn_chunk, sds_bins must be >= 1; epochs >= 0")
         if self.lr <= 0 or self.clip_lr <= 0 or not 0 <= self.damp < 1:
             raise ValueError("lr, clip_lr must be > 0; damp in [0, 1)")
         super().__post_init__()
@@ -130,6 +137,7 @@ class S2QVDiTQuantizer(BaseQuantizer):
     name = "s2q_vdit"
     config_cls = S2QConfig
     smoke_params: ClassVar[dict[str, Any]] = {"epochs": 1, "num_samples": 4}
+    stochastic = True  # batch order, random orthogonal factors of non-power-of-2 widths
 
     def _calibrate(
         self, target: QuantTarget, calib: CalibrationSet, plans: dict[str, LayerPlan]
@@ -145,12 +153,14 @@ class S2QVDiTQuantizer(BaseQuantizer):
             cfg.sds_cfg_pairs,
             cfg.seed,
             cfg.calib_batch_size,
+            cfg.sds_bins,
         )
         sub = calib.subset(sel.rows)
         tensors, meta = _selection_record(sel, calib)
         names = [n for n, p in plans.items() if p.spec is not None]
         learned = self._reconstruct(target, sub, plans, names, meta)
-        hessians = collect_hessians(target, sub, names, cfg.calib_batch_size) if cfg.gptq else {}
+        h_rows = calib if cfg.hessians == "pool" else sub  # pool: the data plain GPTQ uses
+        hessians = collect_hessians(target, h_rows, names, cfg.calib_batch_size) if cfg.gptq else {}
         for n in names:
             params = learned.get(n) or self._default_params(plans[n])
             tensors.update({f"{n}.s2q.{k}": v.float() for k, v in params.items()})
@@ -284,7 +294,9 @@ class S2QVDiTQuantizer(BaseQuantizer):
                     sched.step()
                     total += float(loss.detach())
                 history.append(total / max(len(calls), 1))
-        return {"loss_first_epoch": history[0], "loss_last_epoch": history[-1]} if history else {}
+        if not history:
+            return {}
+        return {"loss_first_epoch": history[0], "loss_last_epoch": history[-1], "loss": history}
 
     def _build_layer(
         self, name: str, linear: nn.Linear, plan: LayerPlan, state: QuantState
@@ -329,5 +341,12 @@ def _selection_record(
         }
         for r in sel.rows.tolist()
     ]
-    meta = {"sds": {"pool_rows": len(calib), "pool_units": len(sel.unit_rows), "selected": chosen}}
+    steps: dict[str, int] = {}
+    for c in chosen:
+        steps[str(c["step_index"])] = steps.get(str(c["step_index"]), 0) + 1
+    meta = {
+        "sds": {"pool_rows": len(calib), "pool_units": len(sel.unit_rows), "selected": chosen},
+        "sds_steps": dict(sorted(steps.items(), key=lambda kv: int(kv[0]))),
+        "record": ["sds_steps"],  # selected rows per sampling step, copied into the run record
+    }
     return tensors, meta

@@ -18,7 +18,7 @@ import torch
 
 from vqbench.types import CalibrationSet, QuantTarget
 
-SDS_MODES = ("hessian", "diffusion", "quant", "random", "uniform")
+SDS_MODES = ("hessian", "stratified", "diffusion", "quant", "random", "uniform")
 
 
 @dataclass
@@ -139,8 +139,12 @@ def select(
     cfg_pairs: str = "joint",
     seed: int = 0,
     batch_size: int = 4,
+    bins: int = 4,
 ) -> Selection:
-    """Score the pool and pick ``k`` units (all of them when the pool is smaller)."""
+    """Score the pool and pick ``k`` units (all of them when the pool is smaller).
+
+    ``stratified`` scores as ``hessian`` but takes the top units within each of ``bins``
+    contiguous ranges of the sampling steps (``k`` shared as evenly as the bins allow)."""
     if mode not in SDS_MODES:
         raise ValueError(f"sds: must be one of {SDS_MODES}, got {mode!r}")
     unit_rows = pool_units(calib, cfg_pairs)
@@ -149,6 +153,7 @@ def select(
     c_quant = _unit_mean(torch.stack([gram_norm(t, norm) for t in tokens]), unit_rows)
     score = {
         "hessian": minmax(c_diff) * minmax(c_quant),
+        "stratified": minmax(c_diff) * minmax(c_quant),
         "diffusion": minmax(c_diff),
         "quant": minmax(c_quant),
     }.get(mode, torch.zeros_like(c_diff))
@@ -159,8 +164,28 @@ def select(
         steps = calib.step_index[unit_rows[:, 0]].long()
         order = torch.argsort(steps * u + torch.arange(u), stable=True)
         units = order[torch.linspace(0, u - 1, k).round().long()]
+    elif mode == "stratified":
+        units = stratified_top(score, calib.step_index[unit_rows[:, 0]].long(), k, bins)
     else:
         units = torch.argsort(score, descending=True, stable=True)[:k]
     rows = unit_rows[units].flatten()
     rows = rows[rows >= 0].sort().values
     return Selection(unit_rows, c_diff.float(), c_quant.float(), score.float(), units, rows)
+
+
+def stratified_top(score: torch.Tensor, steps: torch.Tensor, k: int, bins: int) -> torch.Tensor:
+    """The top-scoring units within each of ``bins`` contiguous step ranges (the distinct
+    steps split as evenly as possible), ``k`` shared out evenly, earlier bins taking the
+    remainder; a bin with fewer units than its share gives the rest to the next bins."""
+    distinct = steps.unique(sorted=True)
+    groups = [g for g in torch.tensor_split(distinct, min(bins, len(distinct))) if len(g)]
+    chosen: list[torch.Tensor] = []
+    left = k
+    for i, g in enumerate(groups):
+        quota = -(-left // (len(groups) - i))  # ceil: the remainder goes to earlier bins
+        members = torch.nonzero(torch.isin(steps, g)).flatten()
+        best = members[torch.argsort(score[members], descending=True, stable=True)][:quota]
+        chosen.append(best)
+        left -= len(best)
+    out = torch.cat(chosen)
+    return out[torch.argsort(score[out], descending=True, stable=True)]

@@ -75,6 +75,7 @@ class ViDiTQQuantizer(BaseQuantizer):
     """Smoothing then rotation, per-channel W / per-token A, metric-decoupled MP."""
 
     name = "viditq"
+    stochastic = True  # the seeded orthogonal factor of non-power-of-2 widths
     config_cls = ViDiTQConfig
 
     def __init__(self, config: ViDiTQConfig | None = None) -> None:

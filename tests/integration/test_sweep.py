@@ -16,7 +16,7 @@ from vqbench.cache import CALIBRATION, FP_VIDEOS, Cache
 from vqbench.cli import main
 from vqbench.config import ConfigError
 from vqbench.records import RunRecord
-from vqbench.sweep import cells, is_done, load_sweep
+from vqbench.sweep import cells, is_done, load_sweep, select_cells
 
 SWEEP = """\
 base:
@@ -148,3 +148,68 @@ def test_committed_configs_validate():
     assert {"q_vdit-W4A6-no-tqe", "s2q_vdit-W4A4", "rtn-W4A8-static"} <= abl
     for path in [*root.glob("configs/*.yaml"), root / "baselines" / "ci_mini.yaml"]:
         assert load_config(path).quantizers, path
+
+
+def test_calib_seeds_one_cell_per_seed_of_a_stochastic_method(tmp_path):
+    path = write_sweep(tmp_path, bits="W8A8")
+    path.write_text(
+        path.read_text()
+        + "calib_seeds: {efficientdm: [0, 2]}\n"
+        + "extra:\n  - {name: efficientdm, w_bits: 8, a_bits: 8, params: {iters: 2}}\n"
+        + "  - {name: efficientdm, w_bits: 4, a_bits: 8, seed: 5, params: {iters: 2}}\n"
+    )
+    grid = cells(load_sweep(path))
+    labels = [c.label for c in grid]
+    assert labels == [
+        "fp",
+        "rtn-W8A8",  # deterministic: one cell, no seed
+        "efficientdm-W8A8-seed0",
+        "efficientdm-W8A8-seed2",
+        "efficientdm-W4A8-seed5",  # an extra entry naming its own seed keeps it
+    ]
+    q = grid[3].cfg.quantizers[0]
+    assert q.seed == 2 and q.label == "efficientdm-W8A8" and q.method_params()["seed"] == 2
+    assert grid[1].cfg.quantizers[0].seed is None
+    assert select_cells(grid, ["efficientdm-W8A8-*"]) == grid[2:4]
+    assert select_cells(grid, ["tiny-latte/fp"]) == grid[:1]
+    with pytest.raises(ConfigError, match="--only: 'q_vdit-\\*' matches no cell"):
+        select_cells(grid, ["q_vdit-*"])
+    bad = path.read_text().replace("{efficientdm: [0, 2]}", "{rtn: [0, 1]}")
+    path.write_text(bad)
+    with pytest.raises(ConfigError, match="calib_seeds.rtn: rtn's calibration is deterministic"):
+        load_sweep(path)
+    path.write_text(bad.replace("{rtn: [0, 1]}", "{efficientdm: [1, 1]}"))
+    with pytest.raises(ConfigError, match="calib_seeds.efficientdm: seeds must be distinct"):
+        load_sweep(path)
+
+
+def test_seeded_sweep_reports_one_row_per_setting(tmp_path, capsys):
+    path = write_sweep(tmp_path, bits="W8A8")
+    path.write_text(
+        path.read_text()
+        + "calib_seeds: {efficientdm: [0, 1, 2]}\n"
+        + "extra:\n  - {name: efficientdm, w_bits: 8, a_bits: 8, params: {iters: 2}}\n"
+    )
+    assert main(["sweep", "-c", str(path), "-q", "--only", "efficientdm-*"]) == 0
+    recs = _records(tmp_path / "out")
+    assert set(recs) == {
+        "efficientdm-W8A8-seed0",
+        "efficientdm-W8A8-seed1",
+        "efficientdm-W8A8-seed2",
+    }
+    assert {r.quantizer["seed"] for r in recs.values()} == {0, 1, 2}
+    assert all(r.label == "efficientdm-W8A8" for r in recs.values())
+    assert main(["sweep", "-c", str(path), "-q"]) == 0  # the rest: FP and RTN
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "rep"), "-q"]) == 0
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "rep" / "leaderboard.csv")
+    assert dict(zip(df["setting"], df["seeds"], strict=True)) == {
+        "fp": 1,
+        "rtn-W8A8": 1,
+        "efficientdm-W8A8": 3,
+    }
+    assert main(["report", str(tmp_path / "out"), "--paired", "rtn-W8A8"]) == 0
+    out = capsys.readouterr().out
+    assert "efficientdm-W8A8" in out and "crossed bootstrap over seeds and prompts" in out

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from vqbench.records import RunRecord
 from vqbench.report.display import FAKE_LATENCY_NOTE, display_frame, metric_order
+from vqbench.report.seeds import pool_seeds
 from vqbench.report.tables import (
     _markdown,
     check_set_sizes,
@@ -43,9 +44,14 @@ log = logging.getLogger(__name__)
 
 def load_records(root: str | Path | list[str | Path]) -> list[tuple[RunRecord, Path]]:
     """``(record, its directory)`` for every ``run.json`` below ``root`` (or below each of a
-    list of roots, e.g. the output dirs of several sweeps), sorted by run id."""
+    list of roots, e.g. the output dirs of several sweeps), sorted by run id; the
+    calibration seeds of one setting pooled into one record (:mod:`vqbench.report.seeds`)."""
+    return pool_seeds(_load_raw(root))
+
+
+def _load_raw(root: str | Path | list[str | Path]) -> list[tuple[RunRecord, Path]]:
     if isinstance(root, list):
-        pairs = [p for r in root for p in load_records(r)]
+        pairs = [p for r in root for p in _load_raw(r)]
         seen: dict[tuple[str, str], Path] = {}
         for rec, d in pairs:
             if (key := (rec.run_id, rec.label)) in seen:

@@ -135,6 +135,8 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         ]
     out["kernel"] = df["kernel"]
     out["precision"] = [precision_label(r) for r in rows]
+    if "seeds" in df.columns:  # calibration seeds pooled in the row (older CSVs lack it)
+        out["seeds"] = [fmt(r["seeds"]) for r in rows]
     out["eff. W/A bits"] = [
         "-" if f or is_fp(r) else f"{float(r['eff_w_bits']):.2f}/{float(r['eff_a_bits']):.2f}"
         for r, f in zip(rows, failed, strict=True)

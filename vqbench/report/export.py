@@ -196,7 +196,8 @@ def leaderboard_tables(df: pd.DataFrame, descriptions: dict[str, str]) -> list[_
 
 
 def paired_tables(records: list[RunRecord], reference: str) -> list[_Table]:
-    """One table per group holding ``reference``: paired deltas with t-interval CIs."""
+    """One table per group holding ``reference``: paired deltas with their CIs (t-interval;
+    crossed bootstrap over seeds and prompts where a side ran several seeds)."""
     out = []
     for g in paired_groups(records, reference):
         arrows = ["↑" if g.higher_is_better[n] else "↓" for n in g.metrics]

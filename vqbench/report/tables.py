@@ -16,6 +16,7 @@ from vqbench.config import ConfigError, config_hash
 from vqbench.records import RunRecord
 from vqbench.report.display import DTYPE_BITS, display_frame, dtype_name, metric_names
 from vqbench.report.display import fmt as _fmt
+from vqbench.report.seeds import seed_count, seed_paired_delta
 from vqbench.stats import PairedDelta, paired_deltas
 from vqbench.types import match_any
 
@@ -32,6 +33,7 @@ ID_COLUMNS = [
     "dtype",
     "w_bits",
     "a_bits",
+    "seeds",
 ]
 #: efficiency columns of a leaderboard row, in display order
 EFF_COLUMNS = [
@@ -128,6 +130,7 @@ def record_row(r: RunRecord, columns: dict[tuple[str, str], str]) -> dict[str, A
         "dtype": r.model.get("dtype"),
         "w_bits": q.get("w_bits", fp_bits),
         "a_bits": q.get("a_bits", fp_bits),
+        "seeds": seed_count(r),
         "eff_w_bits": eff_bits.get("w_bits", float(fp_bits)),
         "eff_a_bits": eff_bits.get("a_bits", float(fp_bits)),
         "step_p50_ms": lat["step"]["p50"] * 1e3 if "step" in lat else None,
@@ -235,7 +238,9 @@ class PairedGroup:
 
 def paired_groups(records: list[RunRecord], reference: str) -> list[PairedGroup]:
     """Per group holding ``reference``: each other setting's paired per-sample deltas
-    ``setting - reference`` (``vqbench.stats.paired_deltas``, t-interval). Only per-sample
+    ``setting - reference`` (``vqbench.stats.paired_deltas``, t-interval; with several
+    calibration seeds on either side the crossed bootstrap over seeds and prompts,
+    :func:`vqbench.report.seeds.seed_paired_delta`). Only per-sample
     metrics pair (set-level ones such as FVD have none). ``ConfigError`` if no group has it."""
     out = []
     for key, (desc, recs) in groups(records).items():
@@ -254,9 +259,14 @@ def paired_groups(records: list[RunRecord], reference: str) -> list[PairedGroup]
                 continue
             cells: dict[str, PairedDelta | None] = {}
             for n in names:
-                a, b = (r.metrics.get(n) or {}).get("per_sample"), ref.metrics[n]["per_sample"]
-                ok = a and len(a) == len(b)
-                cells[n] = paired_deltas(dict(enumerate(a)), dict(enumerate(b))) if ok else None
+                ma, mb = r.metrics.get(n) or {}, ref.metrics[n]
+                a, b = ma.get("per_sample"), mb["per_sample"]
+                if not (a and len(a) == len(b)):
+                    cells[n] = None
+                elif "per_seed" in ma or "per_seed" in mb:  # every seed of both sides
+                    cells[n] = seed_paired_delta(ma, mb)
+                else:
+                    cells[n] = paired_deltas(dict(enumerate(a)), dict(enumerate(b)))
             rows.append((r.label, cells, None))
         out.append(PairedGroup(key, desc, reference, names, hib, rows))
     if not out:
@@ -295,5 +305,12 @@ def paired_table(records: list[RunRecord], reference: str) -> str:
                 texts.append(f"**{text}**" if resolved(d) else text)
             lines.append(f"| {label} | " + " | ".join(texts) + " |")
         head = f"### group {g.key}: paired Δ against {reference}\n\n{g.description}\n\n"
-        parts.append(head + "\n".join(lines))
+        seeded = any(d is not None and d.seeds > 1 for _, c, _ in g.rows for d in c.values())
+        foot = (
+            "\n\nCIs: a t-interval over prompts; where either side ran several calibration "
+            "seeds, a crossed bootstrap over seeds and prompts (every seed of both sides)."
+            if seeded
+            else ""
+        )
+        parts.append(head + "\n".join(lines) + foot)
     return "\n\n".join(parts)

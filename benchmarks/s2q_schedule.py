@@ -1,0 +1,84 @@
+"""S2Q-VDiT's schedule and selection on the mini model: epochs, SDS variants, Hessian rows.
+
+The default run's calibration set (8 ``mini_calib`` prompts, seeds 1234.., every step of the
+mini model's 20-step sampler: a pool of 160 cond/uncond units) is captured once. Per setting
+a fresh FP copy is calibrated with ``s2q_vdit`` at ``--bits`` and the given params, then
+``--videos`` ``mini_eval`` prompts (seed 0) are generated. Each setting prints one JSON
+line: calibration seconds, the block-reconstruction loss of every epoch per block, the SDS
+selection's rows per sampling step, and the PSNR against FP (mean over the videos; whole
+video, peak 255)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/s2q_schedule.py \\
+        [--bits 4 6] [--videos 4] [--settings e3 e15 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from isa import isa_line
+
+from metrics.fidelity import psnr
+from vqbench.adapters.mini import MiniAdapter
+from vqbench.config import CalibrationSpec, GenerationSpec
+from vqbench.prompts import load_prompts
+from vqbench.registry import QUANTIZERS
+
+SETTINGS = {
+    "e3": {"epochs": 3},
+    "e15": {"epochs": 15},
+    "e3_selected": {"epochs": 3, "hessians": "selected"},  # version 1's Hessians
+    "e3_stratified": {"epochs": 3, "sds": "stratified"},
+    "e15_stratified": {"epochs": 15, "sds": "stratified"},
+}
+
+
+def main() -> None:
+    """Print the ISA line, the capture, then one JSON line per setting."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bits", nargs=2, type=int, default=[4, 6], metavar=("W", "A"))
+    ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["e3", "e15"])
+    ap.add_argument("--videos", type=int, default=4, help="mini_eval prompts for PSNR (0: none)")
+    args = ap.parse_args()
+    print(json.dumps(isa_line()), flush=True)
+    a = MiniAdapter()
+    a.load("cpu", "float32")
+    spec = a.resolve(GenerationSpec())
+    cs = CalibrationSpec()
+    prompts = [p.text for p in load_prompts(cs.prompts, cs.num_prompts, "calibration.prompts")]
+    t0 = time.perf_counter()
+    calib = a.capture(prompts, [cs.seed + i for i in range(len(prompts))], spec, cs.every_k_steps)
+    print(f"capture: {time.perf_counter() - t0:.1f} s, {len(calib)} rows", flush=True)
+    evals = [p.text for p in load_prompts("mini_eval", args.videos)] if args.videos else []
+    seeds = [0] * len(evals)
+    fp = a.generate(evals, seeds, spec) if evals else []
+    w, x = args.bits
+    for setting in args.settings:
+        a.load("cpu", "float32")  # a fresh FP copy
+        target = a.quant_target(spec)
+        q = QUANTIZERS.get("s2q_vdit").from_spec(w, x, params=SETTINGS[setting])
+        t0 = time.perf_counter()
+        state = q.calibrate(target, calib)
+        secs = time.perf_counter() - t0
+        q.quantize(target, state)
+        videos = a.generate(evals, seeds, spec) if evals else []
+        scores = [psnr(v.frames, f.frames) for v, f in zip(videos, fp, strict=True)]
+        recon = state.meta.get("recon", {})
+        line = {
+            "bits": f"W{w}A{x}",
+            "setting": setting,
+            "params": SETTINGS[setting],
+            "calib_seconds": round(secs, 1),
+            "psnr_fp": round(float(np.mean(scores)), 2) if scores else None,
+            "psnr_fp_per_video": [round(s, 2) for s in scores],
+            "sds_steps": state.meta.get("sds_steps"),
+            "loss_per_epoch": {b: [float(f"{v:.4g}") for v in r["loss"]] for b, r in recon.items()},
+        }
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
