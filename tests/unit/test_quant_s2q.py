@@ -13,7 +13,13 @@ from quantizers.core.attention import AttentionProbe, attention_column_sums
 from quantizers.core.gptq import gptq_quantize
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant
 from quantizers.s2q_vdit import S2QVDiTQuantizer
-from quantizers.s2q_vdit.sds import diffusion_salience, gram_norm, minmax, select
+from quantizers.s2q_vdit.sds import (
+    diffusion_salience,
+    gram_norm,
+    minmax,
+    select,
+    stratified_top,
+)
 from quantizers.s2q_vdit.std import token_weights
 from quantizers.s2q_vdit.transform import (
     OnlineTransform,
@@ -102,6 +108,41 @@ def test_sds_ablations_random_uniform_separate():
     assert torch.equal(r1.rows, r2.rows) and len(r1.rows) == 4
     everything = select(t, calib, 100, feature="latent")
     assert everything.rows.tolist() == list(range(12))
+
+
+def test_stratified_sds_takes_the_top_units_of_each_step_range():
+    score = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.8, 0.7, 0.05, 0.95])
+    steps = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    # 2 bins (steps 0-1, 2-3), 4 units: the best 2 of each, best first
+    assert stratified_top(score, steps, 4, 2).tolist() == [7, 3, 4, 2]
+    # 3 units over 2 bins: the earlier bin takes the remainder
+    assert sorted(stratified_top(score, steps, 3, 2).tolist()) == [2, 3, 7]
+    # a bin short of its share passes the rest on: bins {0}, {1}, {2} hold 1, 5 and 2 units
+    lop = torch.tensor([0.5, 0.4, 0.3, 0.2, 0.9, 0.8, 0.7, 0.6])
+    lop_steps = torch.tensor([0, 1, 1, 1, 1, 1, 2, 2])
+    assert sorted(stratified_top(lop, lop_steps, 6, 3).tolist()) == [0, 1, 4, 5, 6, 7]
+    # plain top-K picks only late steps here; stratified spreads over all step ranges
+    lat = torch.randn(12, 4, 3, generator=torch.Generator().manual_seed(1))
+    calib = _calib(lat, [0] * 6 + [1] * 6, list(range(6)) * 2, [False] * 12)
+    sel = select(_latent_target(), calib, 6, "stratified", "latent", cfg_pairs="separate", bins=3)
+    chosen = calib.step_index[sel.rows]
+    assert [int(((chosen >= lo) & (chosen < lo + 2)).sum()) for lo in (0, 2, 4)] == [2, 2, 2]
+
+
+def test_gptq_hessians_from_the_pool_or_the_selection():
+    calib = build_calib(num_prompts=3)
+    base = {"num_samples": 2, "epochs": 0, "sds": "random"}
+    states = {}
+    for h in ("pool", "selected"):
+        q = S2QVDiTQuantizer.from_spec(4, 8, params={**base, "hessians": h})
+        states[h] = q.calibrate(build_target(), calib)
+    codes = [k for k in states["pool"].tensors if k.endswith(".v0.codes")]
+    assert codes and states["pool"].meta["sds_steps"] == states["selected"].meta["sds_steps"]
+    assert sum(states["pool"].meta["sds_steps"].values()) == 4  # 2 cond/uncond pairs
+    assert states["pool"].meta["record"] == ["sds_steps"]
+    assert any(
+        not torch.equal(states["pool"].tensors[k], states["selected"].tensors[k]) for k in codes
+    )  # the Hessians (hence GPTQ's codes) differ: all 24 rows against 4
 
 
 def test_sds_selection_is_stored_in_the_state():
