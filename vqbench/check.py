@@ -130,12 +130,16 @@ def _gate_fields(spec: Any, where: str) -> dict[str, Any]:
 
 
 # ---- loading entries ---------------------------------------------------------------------
+def _model_name(r: RunRecord) -> str:
+    return str(r.model.get("name") or r.model.get("id"))
+
+
 def entry_from_record(r: RunRecord) -> Entry:
     """An :class:`Entry` from a run record."""
     from vqbench.report.tables import group_key, set_size
 
     status, error = r.status, r.error
-    e = Entry(str(r.model.get("name") or r.model.get("id")), r.label, group_key(r))
+    e = Entry(_model_name(r), r.label, group_key(r))
     e.status, e.error = status, error
     for name, m in r.metrics.items():
         if m["value"] is None:
@@ -185,8 +189,9 @@ def entries_from_csv(path: Path) -> list[Entry]:
 def load_entries(path: str | Path) -> list[Entry]:
     """Entries from a ``run.json``, a ``leaderboard.csv``, or a directory of either.
 
-    A directory's ``leaderboard.csv`` wins over its records. For repeated (model, setting)
-    records, the latest (by ``created``, then run id) is kept.
+    A directory's ``leaderboard.csv`` wins over its records. For repeated (model, setting,
+    calibration seed) records, the latest (by ``created``, then run id) is kept; the seeds of
+    one setting are pooled into one entry (:mod:`vqbench.report.seeds`).
     """
     p = Path(path)
     if not p.exists():
@@ -200,8 +205,10 @@ def load_entries(path: str | Path) -> list[Entry]:
     else:
         records = [RunRecord.load(f) for f in sorted(p.rglob("run.json"))]
     records.sort(key=lambda r: (r.created, r.run_id))
-    latest = {(e.model, e.setting): e for e in map(entry_from_record, records)}
-    return list(latest.values())
+    latest = {(_model_name(r), r.label, (r.quantizer or {}).get("seed")): r for r in records}
+    from vqbench.report.seeds import pool_seeds  # a setting's calibration seeds: one entry
+
+    return [entry_from_record(r) for r, _ in pool_seeds([(r, p) for r in latest.values()])]
 
 
 # ---- comparing ---------------------------------------------------------------------------

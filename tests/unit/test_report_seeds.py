@@ -135,3 +135,14 @@ def test_paired_groups_pool_seeds_against_an_unseeded_reference():
     ((label, cells, failure),) = g.rows
     assert label == "q_vdit-W4A6" and failure is None
     assert cells["psnr_fp"].seeds == 3 and cells["psnr_fp"].mean == pytest.approx(1.5)
+
+
+def test_check_gates_the_pooled_seeds_not_the_latest_one(tmp_path):
+    from vqbench.check import load_entries
+
+    for s, per in ((0, [10.0, 10.0]), (1, [20.0, 20.0]), (2, [30.0, 30.0])):
+        r = _record("q_vdit-W4A6", s, per)
+        r.created = f"t{2 - s}"  # seed 0 is the latest record
+        r.save(tmp_path / f"q_vdit-W4A6-seed{s}" / "run.json")
+    (entry,) = load_entries(tmp_path)
+    assert entry.setting == "q_vdit-W4A6" and entry.metrics["psnr_fp"].value == 20.0
