@@ -48,7 +48,8 @@ class DistillSettings:
 class DistillResult:
     """Per-iteration training losses, the held-out curve ``[(iteration, loss)]`` (iteration 0
     is the start state) and the JSON-able summary that goes into ``QuantState.meta``
-    (``curve``: held-out; ``train_curve``: mean training loss of each evaluation window)."""
+    (``curve``: held-out; ``train_curve``: mean training loss of each evaluation window;
+    ``train_parts_mean``: each loss part's mean over training, unweighted)."""
 
     train: list[dict[str, float]] = field(default_factory=list)
     heldout: list[tuple[int, float]] = field(default_factory=list)
@@ -217,8 +218,15 @@ def distill(
         "eval_rows": len(eval_idx),
         "curve": [[i, _finite(v)] for i, v in result.heldout],
         "train_curve": _windows(result.train, [i for i, _ in result.heldout]),
+        "train_parts_mean": _parts_mean(result.train),
     }
     return result
+
+
+def _parts_mean(train: list[dict[str, float]]) -> dict[str, float | None]:
+    """Mean over the training iterations of each loss part (e.g. Q-VDiT's ``mse``, ``tmd``)."""
+    keys = [k for k in (train[0] if train else {}) if k != "loss"]
+    return {k: _finite(sum(r[k] for r in train) / len(train)) for k in keys}
 
 
 def _finite(v: float) -> float | None:
