@@ -29,22 +29,23 @@ header() {
 }
 
 header q_vdit.md "Q-VDiT against the baselines, and its ablations"
-section q_vdit.md "W4A6 (and the TQE / M / TMD ablations and code variant, where the ablations sweep ran)" \
+section q_vdit.md "W4A6 (and the TMD weight gamma, TQE / M ablations, where the ablations sweep ran)" \
   --settings fp '*-W4A6' 'q_vdit-W4A6-*' --paired q_vdit-W4A6
 section q_vdit.md "W8A8" --settings fp '*-W8A8' --paired q_vdit-W8A8
 
 header s2q_vdit.md "S2Q-VDiT against the baselines, and its ablations"
-section s2q_vdit.md "W4A6 (and the SDS / STD ablations, where the ablations sweep ran)" \
-  --settings fp '*-W4A6' 's2q_vdit-W4A6-*' --paired s2q_vdit-W4A6
-section s2q_vdit.md "W8A8" --settings fp '*-W8A8' --paired s2q_vdit-W8A8
+section s2q_vdit.md "W4A6 (and stratified / random SDS, STD off, symmetric GPTQ, where the ablations sweep ran)" \
+  --settings fp '*-W4A6' 's2q_vdit-W4A6-*' 'gptq-W4A6-sym' --paired s2q_vdit-W4A6
+section s2q_vdit.md "W8A8" --settings fp '*-W8A8' 'gptq-W8A8-sym' --paired s2q_vdit-W8A8
 
-header qvd.md "QVD (reconstructed) against the baselines (static RTN: the ablations sweep)"
-section qvd.md "W8A8 against FP" --settings fp 'qvd-W8A8' 'rtn-W8A8*' --paired fp
-section qvd.md "W4A8" --settings fp '*-W4A8*' --paired qvd-W4A8
-section qvd.md "W4A4" --settings fp '*-W4A4*' --paired qvd-W4A4
+header qvd.md "QVD (reconstructed) against its matched base and the baselines"
+for b in W8A8 W4A8 W4A4; do
+  section qvd.md "$b against the matched base (GPTQ weights, static per-tensor activations, timestep layers quantized)" \
+    --settings fp "qvd-$b*" "gptq-$b" "rtn-$b" --paired "qvd-$b-base"
+done
 
 header outliers.md "Outlier handling (RTN, SmoothQuant, QuaRot, ViDiT-Q) on the mini and mini-outlier tracks"
 for b in W8A8 W4A8 W4A4; do
-  section outliers.md "$b" --settings fp "rtn-$b" "smoothquant-$b" "quarot-$b" "viditq-$b" \
+  section outliers.md "$b" --settings fp "rtn-$b" "smoothquant-$b" "quarot-$b" "quarot-$b-gptq" "viditq-$b" \
     --paired "rtn-$b"
 done

@@ -37,6 +37,28 @@ def test_config_overrides_and_hash_stability():
     assert config_hash(cfg) != config_hash(RunConfig())
 
 
+def test_quantizer_seed_validated_and_kept_out_of_unseeded_hashes():
+    from vqbench.config import QuantSpec, run_hash
+    from vqbench.preflight import config_problems
+
+    seeded = RunConfig(quantizers=[QuantSpec("q_vdit", 4, 6, seed=1)])
+    q = seeded.quantizers[0]
+    assert q.dirname == "q_vdit-W4A6-seed1" and q.label == "q_vdit-W4A6"
+    assert q.method_params() == {"seed": 1} and config_problems(seeded) == []
+    assert run_hash(seeded) != run_hash(RunConfig(quantizers=[QuantSpec("q_vdit", 4, 6, seed=2)]))
+    # an unset seed does not enter the hash: records from before the field stay current
+    unseeded = RunConfig(quantizers=[QuantSpec("rtn", 8, 8)])
+    d = to_dict(unseeded)
+    d["quantizers"][0].pop("seed")
+    assert run_hash(unseeded) == config_hash({**d, "quiet": False, "cache_dir": None})
+    bad = RunConfig(quantizers=[QuantSpec("rtn", 8, 8, seed=0)])
+    assert any("rtn's calibration is deterministic" in p for p in config_problems(bad))
+    twice = RunConfig(quantizers=[QuantSpec("q_vdit", 4, 6, params={"seed": 1}, seed=2)])
+    assert any("quantizers[0].seed: also set in params.seed" in p for p in config_problems(twice))
+    two = [QuantSpec("q_vdit", 4, 6, seed=0), QuantSpec("q_vdit", 4, 6, seed=1)]
+    assert config_problems(RunConfig(quantizers=two)) == []  # two seeds: two settings
+
+
 def test_config_unknown_field_named():
     with pytest.raises(ConfigError, match=r"generation\.stepz: unknown field.*'steps'"):
         load_config(overrides=["generation.stepz=3"])
