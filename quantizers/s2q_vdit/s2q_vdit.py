@@ -60,7 +60,9 @@ class S2QConfig(QuantConfig):
     ``clip_lr``, ``transform_init`` (rotation | identity), ``clip_init`` (logit),
     ``max_block_bytes`` for captured block I/O; ``gptq``/``damp``; ``hessians``: GPTQ's
     Hessians from the whole calibration ``pool`` (the data the GPTQ baseline uses) or the
-    ``selected`` rows only (version 1); ``seed``. Version 2: pool Hessians, 15 epochs.
+    ``selected`` rows only (version 1); ``keep_best``: each block ends in its best
+    evaluated state (before training or after an epoch; off: the last); ``seed``.
+    Version 2: pool Hessians and ``keep_best``.
     """
 
     w_symmetric: bool = True
@@ -80,6 +82,7 @@ class S2QConfig(QuantConfig):
     transform_init: str = "rotation"
     clip_init: float = 4.0
     max_block_bytes: int = 1024 * 2**20
+    keep_best: bool = True
     gptq: bool = True
     hessians: str = "pool"
     damp: float = 0.01
@@ -159,6 +162,9 @@ class S2QVDiTQuantizer(BaseQuantizer):
         tensors, meta = _selection_record(sel, calib)
         names = [n for n, p in plans.items() if p.spec is not None]
         learned = self._reconstruct(target, sub, plans, names, meta)
+        if cfg.keep_best and meta.get("recon"):  # which epoch each block ended in (0: none)
+            meta["recon_kept_epoch"] = {b: r.get("kept_epoch") for b, r in meta["recon"].items()}
+            meta["record"].append("recon_kept_epoch")
         h_rows = calib if cfg.hessians == "pool" else sub  # pool: the data plain GPTQ uses
         hessians = collect_hessians(target, h_rows, names, cfg.calib_batch_size) if cfg.gptq else {}
         for n in names:
@@ -270,9 +276,13 @@ class S2QVDiTQuantizer(BaseQuantizer):
         wrappers: list[TrainableLinear],
         calls: list[tuple],
         weights: list[list[torch.Tensor | None]],
-    ) -> dict[str, float]:
-        """AdamW + cosine over ``epochs`` passes of the block calls; first/last epoch loss."""
+    ) -> dict[str, Any]:
+        """AdamW + cosine over ``epochs`` passes of the block calls. With ``keep_best`` the
+        block loss over all calls is evaluated before training and after every epoch, and
+        the block ends in the best evaluated state (the initial one when training never
+        beats it). Returns the per-epoch training and evaluated losses and the kept epoch."""
         cfg = self.config
+        params = [p for m in wrappers for p in m.transform_params() + m.clip_params()]
         groups = [
             {"params": [p for m in wrappers for p in m.transform_params()], "lr": cfg.lr},
             {"params": [p for m in wrappers for p in m.clip_params()], "lr": cfg.clip_lr},
@@ -280,9 +290,20 @@ class S2QVDiTQuantizer(BaseQuantizer):
         opt = torch.optim.AdamW(groups, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs * len(calls), 1))
         gen = torch.Generator().manual_seed(cfg.seed)
-        history = []
+
+        def block_loss() -> float:
+            with torch.no_grad():
+                total = sum(
+                    float(std_loss(output_tensors(block(*a, **k)), output_tensors(o), weights[j]))
+                    for j, (a, k, o) in enumerate(calls)
+                )
+            return total / max(len(calls), 1)
+
+        history: list[float] = []
+        evals = [block_loss()] if cfg.keep_best and cfg.epochs else []
+        best = (evals[0], 0, [p.detach().clone() for p in params]) if evals else None
         with torch.enable_grad():
-            for _ in range(cfg.epochs):
+            for epoch in range(cfg.epochs):
                 total = 0.0
                 for j in torch.randperm(len(calls), generator=gen).tolist():
                     args, kwargs, out = calls[j]
@@ -294,9 +315,23 @@ class S2QVDiTQuantizer(BaseQuantizer):
                     sched.step()
                     total += float(loss.detach())
                 history.append(total / max(len(calls), 1))
+                if best is not None:
+                    evals.append(block_loss())
+                    if evals[-1] < best[0]:
+                        best = (evals[-1], epoch + 1, [p.detach().clone() for p in params])
         if not history:
             return {}
-        return {"loss_first_epoch": history[0], "loss_last_epoch": history[-1], "loss": history}
+        out: dict[str, Any] = {
+            "loss_first_epoch": history[0],
+            "loss_last_epoch": history[-1],
+            "loss": history,
+        }
+        if best is not None:
+            with torch.no_grad():
+                for p, v in zip(params, best[2], strict=True):
+                    p.copy_(v)
+            out.update(eval_loss=evals, kept_epoch=best[1])
+        return out
 
     def _build_layer(
         self, name: str, linear: nn.Linear, plan: LayerPlan, state: QuantState

@@ -292,6 +292,18 @@ def test_std_switches_and_reconstruction_records():
     assert not torch.equal(out, off)
 
 
+def test_reconstruction_keeps_the_best_evaluated_state():
+    _, state = _run({"lr": 0.5, "clip_lr": 5.0})  # rates that wreck the transforms
+    for block, rec in state.meta["recon"].items():
+        assert len(rec["eval_loss"]) == 3  # before training and after each of 2 epochs
+        assert rec["eval_loss"][rec["kept_epoch"]] == min(rec["eval_loss"])
+        assert state.meta["recon_kept_epoch"][block] == rec["kept_epoch"]
+    assert 0 in state.meta["recon_kept_epoch"].values()  # some block kept its initial state
+    assert "recon_kept_epoch" in state.meta["record"]
+    _, last = _run({"lr": 0.5, "clip_lr": 5.0, "keep_best": False})
+    assert all("kept_epoch" not in r for r in last.meta["recon"].values())
+
+
 @pytest.mark.parametrize("model", ["tiny-latte", "tiny-cogvideox", "tiny-wan"])
 def test_runs_on_tiny_diffusers_models(model):
     from vqbench.config import GenerationSpec

@@ -236,6 +236,18 @@ class PairedGroup:
     rows: list[tuple[str, dict[str, PairedDelta | None], str | None]]  # label, cells, failure
 
 
+def paired_delta(a: dict[str, Any], b: dict[str, Any]) -> PairedDelta | None:
+    """Paired per-sample delta ``a - b`` of one metric's results: the t-interval over prompts,
+    or with several calibration seeds on either side the crossed bootstrap over every seed
+    and prompt; None when either has no per-sample values or their prompts differ."""
+    x, y = a.get("per_sample"), b.get("per_sample")
+    if not (x and y and len(x) == len(y)):
+        return None
+    if "per_seed" in a or "per_seed" in b:
+        return seed_paired_delta(a, b)
+    return paired_deltas(dict(enumerate(x)), dict(enumerate(y)))
+
+
 def paired_groups(records: list[RunRecord], reference: str) -> list[PairedGroup]:
     """Per group holding ``reference``: each other setting's paired per-sample deltas
     ``setting - reference`` (``vqbench.stats.paired_deltas``, t-interval; with several
@@ -259,14 +271,7 @@ def paired_groups(records: list[RunRecord], reference: str) -> list[PairedGroup]
                 continue
             cells: dict[str, PairedDelta | None] = {}
             for n in names:
-                ma, mb = r.metrics.get(n) or {}, ref.metrics[n]
-                a, b = ma.get("per_sample"), mb["per_sample"]
-                if not (a and len(a) == len(b)):
-                    cells[n] = None
-                elif "per_seed" in ma or "per_seed" in mb:  # every seed of both sides
-                    cells[n] = seed_paired_delta(ma, mb)
-                else:
-                    cells[n] = paired_deltas(dict(enumerate(a)), dict(enumerate(b)))
+                cells[n] = paired_delta(r.metrics.get(n) or {}, ref.metrics[n])
             rows.append((r.label, cells, None))
         out.append(PairedGroup(key, desc, reference, names, hib, rows))
     if not out:
