@@ -162,7 +162,7 @@ class S2QVDiTQuantizer(BaseQuantizer):
         tensors, meta = _selection_record(sel, calib)
         names = [n for n, p in plans.items() if p.spec is not None]
         learned = self._reconstruct(target, sub, plans, names, meta)
-        if cfg.keep_best and meta.get("recon"):  # which epoch each block ended in (0: none)
+        if cfg.keep_best and cfg.epochs and meta.get("recon"):  # the epoch each block ended in
             meta["recon_kept_epoch"] = {b: r.get("kept_epoch") for b, r in meta["recon"].items()}
             meta["record"].append("recon_kept_epoch")
         h_rows = calib if cfg.hessians == "pool" else sub  # pool: the data plain GPTQ uses
