@@ -4,7 +4,9 @@ The default run's calibration set (8 ``mini_calib`` prompts, seeds 1234.., every
 mini model's 20-step sampler: a pool of 160 cond/uncond units) is captured once. Per setting
 a fresh FP copy is calibrated with ``s2q_vdit`` at ``--bits`` and the given params, then
 ``--videos`` ``mini_eval`` prompts (seed 0) are generated. Each setting prints one JSON
-line: calibration seconds, the block-reconstruction loss of every epoch per block, the SDS
+line: calibration seconds, the block-reconstruction loss of every epoch per block (the
+training mean; with ``keep_best`` also the evaluated loss before training and after each
+epoch, and the epoch each block kept), the SDS
 selection's rows per sampling step, and the PSNR against FP (mean over the videos; whole
 video, peak 255)::
 
@@ -30,6 +32,8 @@ from vqbench.registry import QUANTIZERS
 SETTINGS = {
     "e3": {"epochs": 3},
     "e15": {"epochs": 15},
+    "e3_last": {"epochs": 3, "keep_best": False},  # each block ends in its last state
+    "e15_last": {"epochs": 15, "keep_best": False},
     "e3_selected": {"epochs": 3, "hessians": "selected"},  # version 1's Hessians
     "e3_stratified": {"epochs": 3, "sds": "stratified"},
     "e15_stratified": {"epochs": 15, "sds": "stratified"},
@@ -76,6 +80,12 @@ def main() -> None:
             "psnr_fp_per_video": [round(s, 2) for s in scores],
             "sds_steps": state.meta.get("sds_steps"),
             "loss_per_epoch": {b: [float(f"{v:.4g}") for v in r["loss"]] for b, r in recon.items()},
+            "eval_loss": {
+                b: [float(f"{v:.4g}") for v in r["eval_loss"]]
+                for b, r in recon.items()
+                if "eval_loss" in r
+            },
+            "kept_epoch": state.meta.get("recon_kept_epoch"),
         }
         print(json.dumps(line), flush=True)
 

@@ -49,3 +49,4 @@ for b in W8A8 W4A8 W4A4; do
   section outliers.md "$b" --settings fp "rtn-$b" "smoothquant-$b" "quarot-$b" "quarot-$b-gptq" "viditq-$b" \
     --paired "rtn-$b"
 done
+OMP_NUM_THREADS=1 .venv/bin/python results/method_tables.py "${SWEEPS[@]}"

@@ -22,31 +22,36 @@ from vqbench.report import load_records
 from vqbench.report.display import fmt
 from vqbench.report.tables import paired_delta, resolved
 
-BASELINES = ["rtn", "smoothquant", "quarot", "viditq", "gptq", "ptq4dit"]
-#: README -> (reference method (or setting pattern with {b}), bit settings, settings per bits)
-TABLES: dict[str, tuple[str, list[str], list[str]]] = {
+BASELINES = [f"{m}-{{b}}" for m in ("rtn", "smoothquant", "quarot", "viditq", "gptq", "ptq4dit")]
+#: README -> (reference setting, {bit setting: the settings of its rows}); ``{b}``: the bits
+TABLES: dict[str, tuple[str, dict[str, list[str]]]] = {
     "quantizers/q_vdit/README.md": (
         "q_vdit-{b}",
-        ["W4A6", "W8A8"],
-        ["q_vdit-{b}", "q_vdit-{b}-gamma0", "q_vdit-{b}-gamma1", "q_vdit-{b}-gamma10"]
-        + ["efficientdm-{b}", *(f"{m}-{{b}}" for m in BASELINES)],
+        {
+            "W4A6": ["q_vdit-{b}", "q_vdit-{b}-gamma0", "q_vdit-{b}-gamma1", "q_vdit-{b}-gamma10"]
+            + ["efficientdm-{b}", *BASELINES],
+            "W8A8": ["q_vdit-{b}", "efficientdm-{b}", *BASELINES],
+        },
     ),
     "quantizers/efficientdm/README.md": (
         "efficientdm-{b}",
-        ["W4A6", "W8A8"],
-        ["efficientdm-{b}", "q_vdit-{b}", *(f"{m}-{{b}}" for m in BASELINES)],
+        {b: ["efficientdm-{b}", "q_vdit-{b}", *BASELINES] for b in ("W4A6", "W8A8")},
     ),
     "quantizers/s2q_vdit/README.md": (
         "s2q_vdit-{b}",
-        ["W4A6", "W8A8"],
-        ["s2q_vdit-{b}", "s2q_vdit-{b}-stratified", "s2q_vdit-{b}-sds-random", "gptq-{b}-sym"]
-        + [f"{m}-{{b}}" for m in BASELINES],
+        {
+            "W4A6": ["s2q_vdit-{b}", "s2q_vdit-{b}-stratified", "gptq-{b}-sym", *BASELINES],
+            "W8A8": ["s2q_vdit-{b}", "gptq-{b}-sym", *BASELINES],
+        },
     ),
     "quantizers/qvd/README.md": (
         "qvd-{b}-base",
-        ["W8A8", "W4A8", "W4A4"],
-        ["qvd-{b}", "qvd-{b}-base", "qvd-{b}-htdq-minmax", "qvd-{b}-no-scri"]
-        + ["gptq-{b}", "rtn-{b}"],
+        {
+            "W8A8": ["qvd-{b}", "qvd-{b}-base", "gptq-{b}", "rtn-{b}"],
+            "W4A8": ["qvd-{b}", "qvd-{b}-base", "qvd-{b}-htdq-minmax", "qvd-{b}-no-scri"]
+            + ["gptq-{b}", "rtn-{b}"],
+            "W4A4": ["qvd-{b}", "qvd-{b}-base", "gptq-{b}", "rtn-{b}"],
+        },
     ),
 }
 BEGIN, END = "<!-- mini-table:begin -->", "<!-- mini-table:end -->"
@@ -70,16 +75,16 @@ def _delta(r: RunRecord, ref: RunRecord) -> str:
     return f"**{text}**" if resolved(d) else text
 
 
-def table(records: dict[tuple[str, str], RunRecord], spec: tuple) -> str:
+def table(records: dict[tuple[str, str], RunRecord], spec: tuple[str, dict]) -> str:
     """The markdown of one README's table over every track that holds its reference."""
-    ref_pat, bits, settings = spec
+    ref_pat, rows = spec
     lines = [
         "| track | setting | seeds | PSNR vs FP ↑ | FVD vs FP ↓ | Δ PSNR vs reference |",
         "|---|---|---|---|---|---|",
     ]
     missing = []
     for track in sorted({m for m, _ in records}):
-        for b in bits:
+        for b, settings in rows.items():
             ref = records.get((track, ref_pat.format(b=b)))
             if ref is None or ref.status != "ok":
                 missing.append(f"{track}/{ref_pat.format(b=b)}")
