@@ -140,12 +140,19 @@ def test_committed_configs_validate():
         grid = cells(load_sweep(root / f"{name}.yaml"))
         labels[name] = [c.label for c in grid]
         assert len(labels[name]) == len(set(labels[name])) and labels[name][0] == "fp"
-    assert {"rtn-W4A4", "q_vdit-W4A6", "s2q_vdit-W8A8"} <= set(labels["sweep_mini"])
+    seeded = {
+        f"{m}-{b}-seed{s}"
+        for m in ("q_vdit", "efficientdm", "s2q_vdit")
+        for b in ("W4A6", "W8A8")
+        for s in range(3)
+    }
+    assert {"rtn-W4A4"} | seeded <= set(labels["sweep_mini"])  # trained methods: 3 seeds
     assert set(labels["sweep_mini"]) <= set(labels["sweep_mini_outlier"])  # the same grid
     grid = cells(load_sweep(root / "sweep_mini_outlier.yaml"))
     assert {c.cfg.model.name for c in grid} == {"mini-outlier"}
     abl = set(labels["sweep_mini_ablations"])
-    assert {"q_vdit-W4A6-no-tqe", "s2q_vdit-W4A4", "rtn-W4A8-static"} <= abl
+    assert {"qvd-W4A8-base", "quarot-W4A8-gptq", "gptq-W4A6-sym"} <= abl
+    assert {f"q_vdit-W4A6-gamma{g}-seed{s}" for g in (0, 1, 10) for s in range(3)} <= abl
     for path in [*root.glob("configs/*.yaml"), root / "baselines" / "ci_mini.yaml"]:
         assert load_config(path).quantizers, path
 
