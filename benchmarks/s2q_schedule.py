@@ -22,11 +22,9 @@ import time
 
 import numpy as np
 from isa import isa_line
+from mini_setup import mini_setup
 
 from metrics.fidelity import psnr
-from vqbench.adapters.mini import MiniAdapter
-from vqbench.config import CalibrationSpec, GenerationSpec
-from vqbench.prompts import load_prompts
 from vqbench.registry import QUANTIZERS
 
 SETTINGS = {
@@ -48,17 +46,8 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=4, help="mini_eval prompts for PSNR (0: none)")
     args = ap.parse_args()
     print(json.dumps(isa_line()), flush=True)
-    a = MiniAdapter()
-    a.load("cpu", "float32")
-    spec = a.resolve(GenerationSpec())
-    cs = CalibrationSpec()
-    prompts = [p.text for p in load_prompts(cs.prompts, cs.num_prompts, "calibration.prompts")]
-    t0 = time.perf_counter()
-    calib = a.capture(prompts, [cs.seed + i for i in range(len(prompts))], spec, cs.every_k_steps)
-    print(f"capture: {time.perf_counter() - t0:.1f} s, {len(calib)} rows", flush=True)
-    evals = [p.text for p in load_prompts("mini_eval", args.videos)] if args.videos else []
-    seeds = [0] * len(evals)
-    fp = a.generate(evals, seeds, spec) if evals else []
+    m = mini_setup(args.videos)
+    a, spec, calib, evals, seeds, fp = m.adapter, m.spec, m.calib, m.prompts, m.seeds, m.fp
     w, x = args.bits
     for setting in args.settings:
         a.load("cpu", "float32")  # a fresh FP copy
