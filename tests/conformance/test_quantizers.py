@@ -7,6 +7,7 @@ save/load, fake vs real agreement, packed memory, effective bits, fidelity to FP
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -146,3 +147,15 @@ def test_early_steps_policy(name, make_target, calib, eval_batch):
     eb = q.effective_bits(target, num_steps=8)
     base = q.effective_bits(target)
     assert eb["w_bits"] > base["w_bits"] and eb["early_steps"] == 2
+
+
+def test_stochastic_methods_take_a_seed():
+    """A method whose calibration draws random numbers has a ``seed`` in its config (sweeps
+    set it per ``calib_seeds`` entry)."""
+    from vqbench.registry import QUANTIZERS
+
+    for name in QUANTIZERS.names():
+        cls = QUANTIZERS.get(name)
+        fields = {f.name for f in dataclasses.fields(cls.config_cls)}
+        if cls.stochastic:
+            assert "seed" in fields, name
