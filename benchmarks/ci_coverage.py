@@ -1,6 +1,6 @@
 """Coverage of vqbench's confidence intervals, by simulation (metrics/README.md's table).
 
-Two questions, each answered on data whose truth is known:
+Three questions, each answered on data whose truth is known:
 
 1. Paired per-prompt deltas (``vqbench.stats.mean_ci``): how often does the 95% interval of
    the mean delta hold the true mean, at n prompts, for the ``t``, ``bca`` and ``percentile``
@@ -10,11 +10,16 @@ Two questions, each answered on data whose truth is known:
    hold FVD at the same N (the Monte Carlo mean of the estimator at N, what ``ci_covers``
    promises) and the bias-free distance (closed form), and how wide is it against the ideal
    width (the 2.5-97.5 % spread of the estimator at N)?
+3. Settings pooled over calibration seeds (``vqbench.stats.crossed_bootstrap_ci``): on
+   ``x[s, p] = a_s + b_p + e`` (seed effect, prompt effect, noise; population mean 0), how
+   often does the crossed bootstrap's interval hold 0, against the t-interval of the
+   per-prompt means over seeds, which sees the prompts only?
 
 ::
 
     .venv/bin/python benchmarks/ci_coverage.py            # the README's table
     .venv/bin/python benchmarks/ci_coverage.py --quick    # a smoke run
+    .venv/bin/python benchmarks/ci_coverage.py --only crossed
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 import torch
 
 from metrics.frechet import frechet_distance, frechet_distance_from_stats
-from vqbench.stats import PAIRED_METHODS, bootstrap_statistic_ci, mean_ci
+from vqbench.stats import PAIRED_METHODS, bootstrap_statistic_ci, crossed_bootstrap_ci, mean_ci
 
 DELTAS = {
     "normal": lambda rng, n: rng.normal(0.0, 1.0, n),
@@ -88,6 +93,27 @@ def fvd_coverage(
     return rows
 
 
+def crossed_coverage(
+    seeds: list[int], prompts: int, sd_seed: list[float], reps: int, seed: int
+) -> list[tuple[int, float, float, float]]:
+    """``(seeds, seed sd, crossed coverage, prompt-only t coverage)``; prompt sd 1, noise
+    sd 0.5, population mean 0."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in seeds:
+        for sd in sd_seed:
+            hits = [0, 0]
+            for r in range(reps):
+                x = rng.normal(0, sd, (s, 1)) + rng.normal(0, 1, (1, prompts))
+                x = x + rng.normal(0, 0.5, (s, prompts))
+                lo, hi = crossed_bootstrap_ci(x, n_resamples=500, seed=r)
+                t_lo, t_hi = mean_ci(x.mean(0))
+                hits[0] += lo <= 0 <= hi
+                hits[1] += t_lo <= 0 <= t_hi
+            rows.append((s, sd, hits[0] / reps, hits[1] / reps))
+    return rows
+
+
 def main() -> None:
     """Print both tables as markdown."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -96,10 +122,20 @@ def main() -> None:
     ap.add_argument("--fvd-reps", type=int, default=200, help="intervals per FVD row")
     ap.add_argument("--dim", type=int, default=8, help="feature dimension of the FVD runs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=["crossed"], help="only the crossed-bootstrap table")
     args = ap.parse_args()
     reps, fvd_reps, mc = (50, 20, 200) if args.quick else (args.reps, args.fvd_reps, 4000)
     start = time.perf_counter()
     print(f"CPU capability: {torch.backends.cpu.get_cpu_capability()}; seed {args.seed}\n")
+    creps = 50 if args.quick else 400
+    print(f"Seeds x prompts (12 prompts): coverage of the mean by 95% intervals ({creps} each)\n")
+    print("| seeds | seed sd / prompt sd | crossed bootstrap | t over prompts only |")
+    print("|---|---|---|---|")
+    for s, sd, c, t in crossed_coverage([3, 5], 12, [0.0, 0.5, 1.0], creps, args.seed):
+        print(f"| {s} | {sd:.1f} | {c:.3f} | {t:.3f} |")
+    if args.only == "crossed":
+        print(f"\n({time.perf_counter() - start:.0f} s)")
+        return
     print(f"Paired deltas: coverage of the true mean by 95% intervals ({reps} per cell)\n")
     print("| deltas | n | " + " | ".join(PAIRED_METHODS) + " |")
     print("|---|---|" + "---|" * len(PAIRED_METHODS))
