@@ -28,14 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-import numpy as np
 from isa import isa_line
 from mini_setup import mini_setup
-
-from metrics.fidelity import psnr
-from vqbench.registry import QUANTIZERS
 
 SETTINGS = {
     "before": {"iters": 0},
@@ -59,27 +54,14 @@ def main() -> None:
     args = ap.parse_args()
     print(json.dumps(isa_line()), flush=True)
     m = mini_setup(args.videos)
-    a, spec, calib, evals, seeds, fp = m.adapter, m.spec, m.calib, m.prompts, m.seeds, m.fp
     w, x = args.bits
     for name in args.methods:
         for setting in args.settings:
-            a.load("cpu", "float32")  # a fresh FP copy
-            target = a.quant_target(spec)
-            q = QUANTIZERS.get(name).from_spec(w, x, params=SETTINGS[setting])
-            t0 = time.perf_counter()
-            state = q.calibrate(target, calib)
-            secs = time.perf_counter() - t0
-            q.quantize(target, state)
-            videos = a.generate(evals, seeds, spec) if evals else []
-            scores = [psnr(v.frames, f.frames) for v, f in zip(videos, fp, strict=True)]
+            state, summary = m.run(name, w, x, SETTINGS[setting])
             line = {
                 "method": name,
-                "bits": f"W{w}A{x}",
                 "setting": setting,
-                "params": SETTINGS[setting],
-                "calib_seconds": round(secs, 1),
-                "psnr_fp": round(float(np.mean(scores)), 2) if scores else None,
-                "psnr_fp_per_video": [round(s, 2) for s in scores],
+                **summary,
                 "distill": state.meta.get("distill"),
             }
             print(json.dumps(line), flush=True)

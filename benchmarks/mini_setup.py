@@ -1,15 +1,21 @@
 """The shared set-up of the mini-model calibration benchmarks (``distill_curve.py``,
-``s2q_schedule.py``): the default run's calibration set and FP reference videos."""
+``s2q_schedule.py``): the default run's calibration set and FP reference videos, and one
+setting calibrated on a fresh FP copy and scored against them."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+
+from metrics.fidelity import psnr
 from vqbench.adapters.mini import MiniAdapter
 from vqbench.config import CalibrationSpec, GenerationSpec
 from vqbench.prompts import load_prompts
-from vqbench.types import CalibrationSet, Video
+from vqbench.registry import QUANTIZERS
+from vqbench.types import CalibrationSet, QuantState, Video
 
 
 @dataclass
@@ -23,6 +29,27 @@ class MiniSetup:
     prompts: list[str]
     seeds: list[int]
     fp: list[Video]
+
+    def run(self, method: str, w: int, a: int, params: dict[str, Any]) -> tuple[QuantState, dict]:
+        """Calibrate ``method`` at ``W{w}A{a}`` with ``params`` on a fresh FP copy, quantize,
+        generate the evaluation videos; returns the state and the JSON-able summary
+        (bits, params, calibration seconds, PSNR against FP: mean and per video)."""
+        self.adapter.load("cpu", "float32")  # a fresh FP copy
+        target = self.adapter.quant_target(self.spec)
+        q = QUANTIZERS.get(method).from_spec(w, a, params=params)
+        t0 = time.perf_counter()
+        state = q.calibrate(target, self.calib)
+        secs = time.perf_counter() - t0
+        q.quantize(target, state)
+        videos = self.adapter.generate(self.prompts, self.seeds, self.spec) if self.prompts else []
+        scores = [psnr(v.frames, f.frames) for v, f in zip(videos, self.fp, strict=True)]
+        return state, {
+            "bits": f"W{w}A{a}",
+            "params": params,
+            "calib_seconds": round(secs, 1),
+            "psnr_fp": round(float(np.mean(scores)), 2) if scores else None,
+            "psnr_fp_per_video": [round(s, 2) for s in scores],
+        }
 
 
 def mini_setup(videos: int) -> MiniSetup:
