@@ -114,6 +114,10 @@ def test_pool_seeds_failed_seed_and_duplicates():
     twice = [_record("rtn-W4A6", None, [1.0, 2.0]), _record("rtn-W4A6", None, [1.0, 2.0])]
     with pytest.raises(ValueError, match="without a distinct calibration seed"):
         pool_seeds(_pairs(twice))
+    stale = [_record("q_vdit-W4A6", 0, [1.0, 2.0]), _record("q_vdit-W4A6", 1, [1.0, 2.0])]
+    stale[0].quantizer["version"] = "0"  # a seed left over from an older method version
+    with pytest.raises(ValueError, match="configs differ beyond the seed"):
+        pool_seeds(_pairs(stale))
 
 
 def test_seed_paired_delta_uses_every_seed():

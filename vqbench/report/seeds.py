@@ -9,7 +9,8 @@ calibration seed (``quantizer.seed``, see ``calib_seeds`` in a sweep) become one
 - a set-level metric (FVD) has no per-prompt values: its value is the mean of the seeds'
   values and its CI the envelope of the seeds' intervals (lowest lower to highest upper
   bound), which covers each seed's sampling interval and the spread between seeds;
-- a setting with a failed seed is failed: a partial set of seeds is never shown as whole.
+- a setting with a failed seed is failed: a partial set of seeds is never shown as whole;
+- seeds whose quantizer configs differ beyond the seed (a stale record) are refused.
 
 Paired comparisons (:func:`seed_paired_delta`) use every seed of both sides.
 """
@@ -17,6 +18,7 @@ Paired comparisons (:func:`seed_paired_delta`) use every seed of both sides.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from pathlib import Path
@@ -56,9 +58,22 @@ def pool_seeds(pairs: list[tuple[RunRecord, Path]]) -> list[tuple[RunRecord, Pat
                 f"{items[1][1]}: setting {label} of group {key} is also in {items[0][1]} "
                 "without a distinct calibration seed; give each results dir once"
             )
+        configs = {_config_without_seed(r) for r, _ in items}
+        if len(configs) > 1:  # e.g. a stale seed from an older method version
+            raise ValueError(
+                f"{items[1][1]}: setting {label} of group {key} has seeds whose quantizer "
+                f"configs differ beyond the seed (see {items[0][1]}); rerun the stale ones"
+            )
         items.sort(key=lambda rd: rd[0].quantizer["seed"])
         out.append((pooled([r for r, _ in items]), items[0][1]))
     return sorted(out, key=lambda rd: rd[0].run_id)
+
+
+def _config_without_seed(r: RunRecord) -> str:
+    """The record's quantizer version and resolved config, the seed left out."""
+    q = r.quantizer or {}
+    config = {k: v for k, v in (q.get("config") or {}).items() if k != "seed"}
+    return json.dumps([q.get("version"), config], sort_keys=True)
 
 
 def pooled(records: list[RunRecord]) -> RunRecord:
@@ -88,6 +103,8 @@ def pool_metric(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, An
     values = [r.get("value") for r in results]
     finite = all(v is not None and math.isfinite(float(v)) for v in values)
     out["value"] = float(np.mean(values)) if finite else None
+    if not finite:
+        log.warning("%s: a seed has no finite value; pooled value left empty", out.get("name"))
     out["seeds"], out["seed_values"] = list(seeds), values
     per = [r.get("per_sample") for r in results]
     if finite and all(per) and len({len(p) for p in per}) == 1:
