@@ -59,10 +59,11 @@ def layer_inputs(model: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     return {n: torch.cat(v) for n, v in seen.items()}, torch.cat(steps)
 
 
-def distinct_after_quant(x: torch.Tensor, t: torch.Tensor, bits: int) -> tuple[int, int]:
-    """``(distinct timesteps after min-max quantization, distinct timesteps)``."""
-    if len(x) != len(t):  # one embedding row per sample expected
-        return -1, int(t.unique().numel())
+def distinct_after_quant(x: torch.Tensor, t: torch.Tensor, bits: int) -> tuple[int | None, int]:
+    """``(distinct timesteps after min-max quantization, distinct timesteps)``; None for the
+    first when the layer does not see one row per sample (no per-timestep row to compare)."""
+    if len(x) != len(t):
+        return None, int(t.unique().numel())
     lo, hi = float(x.min()), float(x.max())
     scale = max(hi - lo, 1e-12) / (2**bits - 1)
     codes = torch.round((x - lo) / scale)
