@@ -160,7 +160,7 @@ def distill(
         groups = [{"params": lora, "lr": cfg.lr_lora}]
         if deltas:
             groups.append({"params": deltas, "lr": cfg.lr_delta})
-        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=True)  # 1 kernel
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: lr_factor(i, cfg.iters, cfg.warmup_iters)
         )

@@ -109,7 +109,10 @@ class QALoRALinear(nn.Module):
             x = fake_quant_act(x, s.a_bits, s.a_symmetric)
         bias = self.linear.bias
         y = F.linear(x, self.quant_weight().to(x.dtype), None if bias is None else bias.to(x.dtype))
-        return y if self.side is None else y + self.side(x).to(y.dtype)
+        if self.side is None:
+            return y
+        add_to = getattr(self.side, "add_to", None)  # a fused form, where the branch has one
+        return add_to(y, x) if add_to else y + self.side(x).to(y.dtype)
 
     def lora_parameters(self) -> list[nn.Parameter]:
         """LoRA factors plus the side branch's parameters."""

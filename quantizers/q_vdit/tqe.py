@@ -75,12 +75,23 @@ class TQEBranch(nn.Module):
         self.m = None if m is None else nn.Parameter(m.detach().clone().float())
         self.layout, self.residual = layout, residual
 
-    def forward(self, xq: torch.Tensor) -> torch.Tensor:
-        """Branch output ``[..., out]`` for the (quantized) layer input ``xq [..., in]``."""
+    def _estimate(self, xq: torch.Tensor) -> torch.Tensor:
+        """``(M ⊙ Q_a(X)) alpha`` as ``[..., 1]``."""
         d = (xq.float() @ self.alpha).unsqueeze(-1)
         if self.m is not None:
             d = d * frame_scale(xq, self.layout, self.m, self.residual)
-        return d * self.beta
+        return d
+
+    def forward(self, xq: torch.Tensor) -> torch.Tensor:
+        """Branch output ``[..., out]`` for the (quantized) layer input ``xq [..., in]``."""
+        return self._estimate(xq) * self.beta
+
+    def add_to(self, y: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+        """``y + forward(xq)`` as one rank-1 GEMM (training): a fifth of the time of the
+        broadcast product and sum with their backward, equal up to rounding."""
+        d = self._estimate(xq).reshape(-1, 1).to(y.dtype)
+        out = torch.addmm(y.reshape(-1, y.shape[-1]), d, self.beta.unsqueeze(0).to(y.dtype))
+        return out.reshape(y.shape)
 
     def memory_bytes(self) -> int:
         """FP storage of ``alpha``, ``beta`` and ``M``."""

@@ -287,7 +287,7 @@ class S2QVDiTQuantizer(BaseQuantizer):
             {"params": [p for m in wrappers for p in m.transform_params()], "lr": cfg.lr},
             {"params": [p for m in wrappers for p in m.clip_params()], "lr": cfg.clip_lr},
         ]
-        opt = torch.optim.AdamW(groups, weight_decay=0.0)
+        opt = torch.optim.AdamW(groups, weight_decay=0.0, fused=True)  # one kernel per step
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs * len(calls), 1))
         gen = torch.Generator().manual_seed(cfg.seed)
 

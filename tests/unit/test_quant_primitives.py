@@ -64,6 +64,38 @@ def test_round_ste_and_lsq_gradient():
     assert lsq.delta.grad is not None and lsq.delta.grad.abs().sum() > 0
 
 
+def test_fused_ste_gradients_by_hand():
+    # s = 0.5, z = 1, 2-bit asymmetric (codes 0..3): x/s = [-3, 0.6, 1.2, 4.4]
+    x = torch.tensor([[-1.5, 0.3, 0.6, 2.2]], requires_grad=True)
+    s = torch.tensor([[0.5]], requires_grad=True)
+    z = torch.tensor([[1.0]])
+    y = fake_quant(x, s, z, 2, False, ste=True)
+    # codes round(x/s) + z = [-2, 2, 2, 5] -> clamped [0, 2, 2, 3]; (c - z) * s
+    assert torch.allclose(y, torch.tensor([[-0.5, 0.5, 0.5, 1.0]]))
+    g = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    y.backward(g)
+    assert torch.equal(x.grad, torch.tensor([[0.0, 2.0, 3.0, 0.0]]))  # clamped: no gradient
+    # inside: round(x/s) - x/s = [0.4, -0.2]; clamped: c - z = [-1, 2]
+    expect = 1.0 * -1 + 2.0 * 0.4 + 3.0 * -0.2 + 4.0 * 2
+    assert abs(float(s.grad) - expect) < 1e-5
+
+
+def test_fused_ste_matches_op_chain():
+    torch.manual_seed(0)
+    x0 = torch.randn(6, 10) * 3
+    lo, hi = x0.amin(-1, keepdim=True), x0.amax(-1, keepdim=True)
+    s0, z0 = qparams_from_range(lo, hi, 4, False)
+    grads = []
+    for fused in (True, False):
+        x, s = x0.clone().requires_grad_(), (s0 * 0.8).requires_grad_()
+        z = z0.clone().requires_grad_(not fused)  # a learnable zero takes the op chain
+        y = fake_quant(x, s, z, 4, False, ste=True)
+        y.pow(2).sum().backward()
+        grads.append((y.detach(), x.grad, s.grad))
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_mse_clip_beats_minmax_with_outlier():
     torch.manual_seed(0)
     w = torch.randn(4, 256)

@@ -71,6 +71,22 @@ def test_tqe_forward_equals_eq8_by_hand(layout, shape, residual, mode):
     torch.testing.assert_close(got, want, atol=tol, rtol=tol)
 
 
+def test_tqe_add_to_equals_sum_with_gradients():
+    torch.manual_seed(0)
+    layout = TokenLayout("spatial", F_, S_)
+    grads = []
+    for fused in (True, False):
+        torch.manual_seed(1)
+        branch = TQEBranch(torch.randn(C_), torch.randn(O_), torch.randn(F_), layout)
+        y = torch.randn(2 * F_, S_, O_, requires_grad=True)
+        xq = torch.randn(2 * F_, S_, C_, requires_grad=True)
+        out = branch.add_to(y, xq) if fused else y + branch(xq)
+        out.pow(2).sum().backward()
+        grads.append([out.detach(), y.grad, xq.grad, *(p.grad for p in branch.parameters())])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_tqe_without_m_is_eq7_and_starts_as_identity():
     torch.manual_seed(0)
     linear = nn.Linear(C_, O_)
