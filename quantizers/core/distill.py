@@ -107,9 +107,10 @@ def evaluate(
     flags = {n: layer.act_quant for n, layer in layers.items()}
     total, count = 0.0, 0
     try:
-        for layer in layers.values():
-            layer.act_quant = True
         with torch.no_grad():
+            for layer in layers.values():
+                layer.act_quant = True
+                layer.held_weight = layer.quant_weight()  # once per pass, not once per batch
             for batch in rows.batches(batch_size):
                 out = target.forward(batch)
                 loss, _ = loss_fn(out, batch["outputs"].to(out.device, out.dtype))
@@ -117,7 +118,7 @@ def evaluate(
                 total, count = total + float(loss) * b, count + b
     finally:
         for n, layer in layers.items():
-            layer.act_quant = flags[n]
+            layer.act_quant, layer.held_weight = flags[n], None
     return total / max(count, 1)
 
 

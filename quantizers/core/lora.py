@@ -79,6 +79,7 @@ class QALoRALinear(nn.Module):
         self.lora_a = nn.Parameter(kaiming_uniform(r, k, generator).to(dev))
         self.lora_b = nn.Parameter(torch.zeros(n, r, device=dev))
         self.lsq: LSQQuantizer | None = None
+        self.held_weight: torch.Tensor | None = None  # quant_weight() held for an evaluation pass
         if spec.w_bits < 16:
             w = linear.weight.detach().float()
             gran, gs, sym = spec.w_granularity, spec.group_size, spec.w_symmetric
@@ -108,7 +109,8 @@ class QALoRALinear(nn.Module):
         if self.act_quant and s.a_bits < 16:
             x = fake_quant_act(x, s.a_bits, s.a_symmetric)
         bias = self.linear.bias
-        y = F.linear(x, self.quant_weight().to(x.dtype), None if bias is None else bias.to(x.dtype))
+        w = self.held_weight if self.held_weight is not None else self.quant_weight()
+        y = F.linear(x, w.to(x.dtype), None if bias is None else bias.to(x.dtype))
         if self.side is None:
             return y
         add_to = getattr(self.side, "add_to", None)  # a fused form, where the branch has one

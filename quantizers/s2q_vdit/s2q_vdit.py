@@ -37,6 +37,7 @@ from quantizers.s2q_vdit.transform import (
     OnlineTransform,
     TrainableLinear,
     fold_weight,
+    held_weights,
     init_factor,
     kron_dims,
     transform_hessian,
@@ -292,7 +293,7 @@ class S2QVDiTQuantizer(BaseQuantizer):
         gen = torch.Generator().manual_seed(cfg.seed)
 
         def block_loss() -> float:
-            with torch.no_grad():
+            with held_weights(wrappers):
                 total = sum(
                     float(std_loss(output_tensors(block(*a, **k)), output_tensors(o), weights[j]))
                     for j, (a, k, o) in enumerate(calls)

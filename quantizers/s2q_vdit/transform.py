@@ -12,7 +12,9 @@ to ``r_a`` times the token's range (the learned activation clipping). ``x P`` co
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -122,6 +124,7 @@ class TrainableLinear(nn.Module):
         self.f1 = nn.Parameter(init_factor(b, init, seed + 1))
         self.w_clip = nn.Parameter(torch.full((linear.out_features, 1), clip_init))
         self.a_clip = nn.Parameter(torch.tensor(clip_init))
+        self.held_weight: torch.Tensor | None = None  # set by held_weights
 
     def transform_params(self) -> list[nn.Parameter]:
         return [self.log_c, self.f0, self.f1]
@@ -139,17 +142,37 @@ class TrainableLinear(nn.Module):
             "a_clip": torch.sigmoid(self.a_clip.detach()),
         }
 
+    def quant_weight(self) -> torch.Tensor:
+        """The folded weight ``W diag(c) P^-T``, clipped and fake-quantized (round-STE)."""
+        c = self.log_c.exp()
+        inv0, inv1 = torch.linalg.inv(self.f0).t(), torch.linalg.inv(self.f1).t()
+        wt = kron_apply(self.linear.weight * c, inv0, inv1)
+        if self.w_bits < 16:
+            r = torch.sigmoid(self.w_clip)
+            lo, hi = wt.detach().amin(1, keepdim=True), wt.detach().amax(1, keepdim=True)
+            wt = _ste_quant(wt, lo * r, hi * r, self.w_bits, self.w_sym)
+        return wt
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.log_c.exp()
-        w = self.linear.weight
         xt = kron_apply(x / c.to(x.dtype), self.f0, self.f1)
         if self.a_bits < 16:
             lo, hi = token_range(xt.detach())
             r = torch.sigmoid(self.a_clip)
             xt = _ste_quant(xt, lo * r, hi * r, self.a_bits, self.a_sym)
-        wt = kron_apply(w * c, torch.linalg.inv(self.f0).t(), torch.linalg.inv(self.f1).t())
-        if self.w_bits < 16:
-            r = torch.sigmoid(self.w_clip)
-            lo, hi = wt.detach().amin(1, keepdim=True), wt.detach().amax(1, keepdim=True)
-            wt = _ste_quant(wt, lo * r, hi * r, self.w_bits, self.w_sym)
+        wt = self.held_weight if self.held_weight is not None else self.quant_weight()
         return nn.functional.linear(xt, wt.to(xt.dtype), self.linear.bias)
+
+
+@contextlib.contextmanager
+def held_weights(layers: list[TrainableLinear]) -> Iterator[None]:
+    """Without autograd, each layer's :meth:`~TrainableLinear.quant_weight` computed once
+    for every forward inside (an evaluation pass), not once per call: the same values."""
+    with torch.no_grad():
+        try:
+            for layer in layers:
+                layer.held_weight = layer.quant_weight()
+            yield
+        finally:
+            for layer in layers:
+                layer.held_weight = None

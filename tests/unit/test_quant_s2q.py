@@ -25,6 +25,7 @@ from quantizers.s2q_vdit.transform import (
     OnlineTransform,
     TrainableLinear,
     fold_weight,
+    held_weights,
     kron_apply,
     transform_hessian,
 )
@@ -254,6 +255,19 @@ def test_folded_transform_leaves_fp_output_unchanged():
     torch.testing.assert_close(
         transform_hessian(h, c, f0, f1).double(), xt.T @ xt, rtol=1e-4, atol=1e-4
     )
+
+
+def test_held_weights_give_the_same_outputs_and_are_released():
+    torch.manual_seed(0)
+    train = TrainableLinear(nn.Linear(24, 10), 4, 6, True, True, init="rotation")
+    x = torch.randn(3, 5, 24)
+    with torch.no_grad():
+        want = train(x)
+    with held_weights([train]):
+        assert train.held_weight is not None
+        assert torch.equal(train(x), want)
+    assert train.held_weight is None
+    assert train(x).requires_grad  # training again recomputes the weight with autograd
 
 
 def test_activation_clip_and_gptq_clip_shrink_ranges():
