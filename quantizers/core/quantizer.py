@@ -99,8 +99,8 @@ class _FakeQuantSTE(torch.autograd.Function):
     The same forward values as the op-by-op chain, computed on one buffer, and its gradients
     in closed form: ``x`` gets ``g`` where the code is not clamped (straight-through), ``s``
     gets ``sum g * (round(x/s) - x/s)`` there and ``sum g * (clamped code - z)`` elsewhere
-    (LSQ's step-size gradient); ``z`` gets none. The training loops spend most of their
-    element-wise time here: the chain's eight nodes cost about twice as much.
+    (LSQ's step-size gradient); ``z`` gets none. On wide tensors the chain's eight nodes
+    take up to twice as long (``benchmarks/bench_fake_quant.py``).
     """
 
     @staticmethod

@@ -87,7 +87,7 @@ class TQEBranch(nn.Module):
         return self._estimate(xq) * self.beta
 
     def add_to(self, y: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
-        """``y + forward(xq)`` as one rank-1 GEMM (training): a fifth of the time of the
+        """``y + forward(xq)`` as one rank-1 GEMM (training): about half the time of the
         broadcast product and sum with their backward, equal up to rounding."""
         d = self._estimate(xq).reshape(-1, 1).to(y.dtype)
         out = torch.addmm(y.reshape(-1, y.shape[-1]), d, self.beta.unsqueeze(0).to(y.dtype))
