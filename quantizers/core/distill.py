@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from quantizers.core.quantizer import held_weights
 from vqbench.types import CalibrationSet, QuantTarget
 
 if TYPE_CHECKING:
@@ -107,10 +108,9 @@ def evaluate(
     flags = {n: layer.act_quant for n, layer in layers.items()}
     total, count = 0.0, 0
     try:
-        with torch.no_grad():
-            for layer in layers.values():
-                layer.act_quant = True
-                layer.held_weight = layer.quant_weight()  # once per pass, not once per batch
+        for layer in layers.values():
+            layer.act_quant = True
+        with held_weights(layers.values()):
             for batch in rows.batches(batch_size):
                 out = target.forward(batch)
                 loss, _ = loss_fn(out, batch["outputs"].to(out.device, out.dtype))
@@ -118,7 +118,7 @@ def evaluate(
                 total, count = total + float(loss) * b, count + b
     finally:
         for n, layer in layers.items():
-            layer.act_quant, layer.held_weight = flags[n], None
+            layer.act_quant = flags[n]
     return total / max(count, 1)
 
 

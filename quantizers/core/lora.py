@@ -79,7 +79,7 @@ class QALoRALinear(nn.Module):
         self.lora_a = nn.Parameter(kaiming_uniform(r, k, generator).to(dev))
         self.lora_b = nn.Parameter(torch.zeros(n, r, device=dev))
         self.lsq: LSQQuantizer | None = None
-        self.held_weight: torch.Tensor | None = None  # quant_weight() held for an evaluation pass
+        self.held_weight: torch.Tensor | None = None  # set by held_weights (evaluation)
         if spec.w_bits < 16:
             w = linear.weight.detach().float()
             gran, gs, sym = spec.w_granularity, spec.group_size, spec.w_symmetric

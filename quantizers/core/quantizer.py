@@ -14,6 +14,8 @@ integers and differ only by floating-point summation order.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -268,3 +270,19 @@ class LSQQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         delta = self.delta.abs().clamp_min(EPS)
         return fake_quant(x, delta, self.zero, self.bits, self.symmetric, ste=True)
+
+
+@contextlib.contextmanager
+def held_weights(layers: Iterable[nn.Module]) -> Iterator[None]:
+    """An evaluation pass without autograd in which each training layer (one with
+    ``quant_weight()`` and a ``held_weight`` attribute) uses its quantized weight computed
+    once on entry, not once per forward: the same values, released on exit."""
+    layers = list(layers)
+    with torch.no_grad():
+        try:
+            for layer in layers:
+                layer.held_weight = layer.quant_weight()
+            yield
+        finally:
+            for layer in layers:
+                layer.held_weight = None

@@ -30,6 +30,7 @@ from quantizers.core.calib import capture_block_io, collect_hessians
 from quantizers.core.gptq import gptq_quantize
 from quantizers.core.linear import QuantLinear, QuantVariant, quantize_weight
 from quantizers.core.policy import LayerPlan
+from quantizers.core.quantizer import held_weights
 from quantizers.gptq.gptq import stored_qweight
 from quantizers.s2q_vdit.sds import SDS_MODES, Selection, select
 from quantizers.s2q_vdit.std import block_token_weights, output_tensors
@@ -37,7 +38,6 @@ from quantizers.s2q_vdit.transform import (
     OnlineTransform,
     TrainableLinear,
     fold_weight,
-    held_weights,
     init_factor,
     kron_dims,
     transform_hessian,

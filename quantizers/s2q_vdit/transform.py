@@ -12,9 +12,7 @@ to ``r_a`` times the token's range (the learned activation clipping). ``x P`` co
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -124,7 +122,7 @@ class TrainableLinear(nn.Module):
         self.f1 = nn.Parameter(init_factor(b, init, seed + 1))
         self.w_clip = nn.Parameter(torch.full((linear.out_features, 1), clip_init))
         self.a_clip = nn.Parameter(torch.tensor(clip_init))
-        self.held_weight: torch.Tensor | None = None  # set by held_weights
+        self.held_weight: torch.Tensor | None = None  # set by core's held_weights
 
     def transform_params(self) -> list[nn.Parameter]:
         return [self.log_c, self.f0, self.f1]
@@ -162,17 +160,3 @@ class TrainableLinear(nn.Module):
             xt = _ste_quant(xt, lo * r, hi * r, self.a_bits, self.a_sym)
         wt = self.held_weight if self.held_weight is not None else self.quant_weight()
         return nn.functional.linear(xt, wt.to(xt.dtype), self.linear.bias)
-
-
-@contextlib.contextmanager
-def held_weights(layers: list[TrainableLinear]) -> Iterator[None]:
-    """Without autograd, each layer's :meth:`~TrainableLinear.quant_weight` computed once
-    for every forward inside (an evaluation pass), not once per call: the same values."""
-    with torch.no_grad():
-        try:
-            for layer in layers:
-                layer.held_weight = layer.quant_weight()
-            yield
-        finally:
-            for layer in layers:
-                layer.held_weight = None

@@ -12,6 +12,7 @@ from torch import nn
 from quantizers.core.attention import AttentionProbe, attention_column_sums
 from quantizers.core.gptq import gptq_quantize
 from quantizers.core.linear import LayerSpec, QuantLinear, QuantVariant
+from quantizers.core.quantizer import held_weights
 from quantizers.s2q_vdit import S2QVDiTQuantizer
 from quantizers.s2q_vdit.sds import (
     diffusion_salience,
@@ -25,7 +26,6 @@ from quantizers.s2q_vdit.transform import (
     OnlineTransform,
     TrainableLinear,
     fold_weight,
-    held_weights,
     kron_apply,
     transform_hessian,
 )
