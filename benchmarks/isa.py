@@ -24,6 +24,7 @@ import sys
 
 import torch
 
+from quantizers.core import fused
 from quantizers.core.backends import fbgemm_available
 from quantizers.core.kernels import fbgemm_saturates
 from vqbench.environment import cpu_info
@@ -57,4 +58,5 @@ def isa_line() -> dict[str, object]:
         info["emulated"] = f"{emulated} (ATEN/MKL/oneDNN/fbgemm capped; not clock or caches)"
     info["fbgemm_saturating"] = fbgemm_saturates() if fbgemm_available() else None
     info["threads"] = torch.get_num_threads()
+    info["kernel_fusion"] = fused.status()
     return info

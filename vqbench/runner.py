@@ -231,6 +231,7 @@ def quantizer_info(q: QuantSpec, quantizer: Any) -> dict[str, Any]:
         "seed": q.seed,
         "kernel": q.kernel,
         "kernel_backend": desc.get("kernel_backend"),
+        "kernel_fusion": desc.get("kernel_fusion"),
         "config": desc["config"],
         "config_hash": desc["config_hash"],  # the hash the cached state was keyed on
         "effective_bits": {},

@@ -224,19 +224,23 @@ class BaseQuantizer:
 
         ``kernel_backend``: ``"fake"`` in fake mode, else the integer-GEMM backend of the
         real layers built last in this process (:mod:`quantizers.core.backends`; after
-        :meth:`quantize`), or the one this CPU would use before any was built.
+        :meth:`quantize`), or the one this CPU would use before any was built;
+        ``kernel_fusion``: how the real mode's element-wise work ran on CPU
+        (:func:`quantizers.core.fused.status`), None in fake mode.
         """
-        from quantizers.core import backends
+        from quantizers.core import backends, fused
 
-        backend = "fake"
+        backend, fusion = "fake", None
         if self.config.kernel == "real":
             backend = backends.last_used() or backends.choose_backend("cpu")
+            fusion = fused.status()
         return {
             "name": self.name,
             "version": self.config.version,
             "config": self.config.to_dict(),
             "config_hash": self.config.hash(),
             "kernel_backend": backend,
+            "kernel_fusion": fusion,
         }
 
     # ---- method hooks (RTN by default) -----------------------------------------------------

@@ -1,17 +1,17 @@
-"""Integer kernels of the real mode: nibble packing, int8 GEMMs, per-token int8 activations.
+"""Integer kernels of the real mode: nibble packing and int8 GEMMs.
 
 Two GEMM backends (chosen in :mod:`quantizers.core.backends`): ``torch._int_mm`` and
 fbgemm's prepacked int8 linear (:func:`fbgemm_pack`, :func:`fbgemm_linear`), which takes
-unsigned activation codes as exact integers in a float tensor (:func:`quantize_act_u8`).
+unsigned activation codes as exact integers in a float tensor. The activation codes and
+the epilogue around the GEMMs are in :mod:`quantizers.core.fused`.
 
 ``torch._int_mm(a int8 [M,K], b int8 [K,N]) -> int32 [M,N]`` is exact. On CPU (torch 2.13)
 it accepts every shape; on CUDA it needs ``M > 16`` and ``K``, ``N`` multiples of 8, so
 :func:`int_mm` zero-pads there (zeros add nothing to the sums). On CPU the int32 result goes
-into a per-thread reusable workspace, and so do the float temporary and the int8 codes of
-:func:`quantize_act_int8`: glibc serves blocks above 32 MiB with a fresh ``mmap``, so a
-fresh ``[M, N]`` buffer is page-faulted in on every call, which costs as much as a third of
-the GEMM at Latte width. Results are only valid until the next call of the same function
-on the same thread; callers use them at once.
+into a per-thread reusable workspace: glibc serves blocks above 32 MiB with a fresh
+``mmap``, so a fresh ``[M, N]`` buffer is page-faulted in on every call, which costs as
+much as a third of the GEMM at Latte width. The result is only valid until the next call
+on the same thread; callers use it at once.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-
-from quantizers.core.quantizer import qparams_from_range, qrange, token_range
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
@@ -90,61 +88,6 @@ def row_sums(q: torch.Tensor) -> torch.Tensor:
     if q.device.type == "cpu":  # not the workspace: the caller may still hold int_mm's result
         return torch._int_mm(q, ones)[:, 0]
     return int_mm(q, ones)[:, 0]
-
-
-def quantize_act_int8(
-    x: torch.Tensor,
-    bits: int,
-    symmetric: bool,
-    scale: torch.Tensor | None = None,
-    zero: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Quantize ``x [M, K]`` to ``bits``-bit codes stored as int8.
-
-    Dynamic per token unless a static ``scale``/``zero`` is given. Asymmetric codes are
-    shifted by ``2^(bits-1)`` into the signed range, so ``x_hat = (q - z_s) * s`` with the
-    shifted zero ``z_s`` returned. Codes equal those of
-    :func:`~quantizers.core.quantizer.quantize_codes` (same division and rounding).
-    Returns ``(q int8 [M, K], scale [M or 1, 1], z_s [M or 1, 1])``; on CPU ``q`` lives in a
-    per-thread workspace, valid until the next call.
-    """
-    if scale is None or zero is None:
-        lo, hi = token_range(x)
-        scale, zero = qparams_from_range(lo, hi, bits, symmetric)
-    qmin, qmax = qrange(bits, symmetric)
-    off = 0 if symmetric else 2 ** (bits - 1)
-    cpu = x.device.type == "cpu" and x.dim() == 2
-    q = torch.div(x, scale, out=_workspace(x.shape, x.dtype)) if cpu else torch.div(x, scale)
-    q.round_()
-    q.add_(zero - off).clamp_(qmin - off, qmax - off)
-    codes = _workspace(x.shape, torch.int8).copy_(q) if cpu else q.to(torch.int8)
-    return codes, scale, zero - off
-
-
-def quantize_act_u8(
-    x: torch.Tensor,
-    bits: int,
-    symmetric: bool,
-    scale: torch.Tensor | None = None,
-    zero: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unsigned ``bits``-bit codes of ``x [M, K]`` as exact integers in a float tensor.
-
-    The codes of :func:`quantize_act_int8` plus ``128`` for symmetric activations (so they
-    lie in ``[0, 255]``, fbgemm's input range); asymmetric codes are unsigned already.
-    Returns ``(u float [M, K], scale [M or 1, 1], zero of u [M or 1, 1])``; on CPU ``u`` lives
-    in a per-thread workspace, valid until the next call.
-    """
-    if scale is None or zero is None:
-        lo, hi = token_range(x)
-        scale, zero = qparams_from_range(lo, hi, bits, symmetric)
-    qmin, qmax = qrange(bits, symmetric)
-    off = 128 if symmetric else 0
-    cpu = x.device.type == "cpu" and x.dim() == 2
-    u = torch.div(x, scale, out=_workspace(x.shape, x.dtype)) if cpu else torch.div(x, scale)
-    u.round_()
-    u.add_(zero + off).clamp_(qmin + off, qmax + off)
-    return u, scale, zero + off
 
 
 @contextlib.contextmanager

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantizers.core.backends import choose_backend, note_used
+from quantizers.core import fused
+from quantizers.core.backends import BACKENDS, choose_backend, note_used
 from quantizers.core.context import current_step
 from quantizers.core.kernels import (
     fbgemm_linear,
@@ -47,8 +48,6 @@ from quantizers.core.kernels import (
     fbgemm_saturates,
     int_mm,
     pack_int4,
-    quantize_act_int8,
-    quantize_act_u8,
     row_sums,
     unpack_int4,
 )
@@ -209,37 +208,58 @@ class QuantVariant(nn.Module):
             return self._fbgemm_matmul(x, bias)
         return self._int_matmul(x, bias)
 
-    def _fbgemm_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _codes(
+        self, x: torch.Tensor, shift: int, dtype: torch.dtype, rowsum: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Activation codes of ``x`` (see :func:`~quantizers.core.fused.token_codes`)."""
         s = self.spec
-        u, sx, zu = quantize_act_u8(x.float(), s.a_bits, s.a_symmetric, self.a_scale, self.a_zero)
-        m, groups = u.shape[0], len(self._packed)
+        return fused.token_codes(
+            x.float(), s.a_bits, s.a_symmetric, shift, dtype, self.a_scale, self.a_zero, rowsum
+        )
+
+    def _fbgemm_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        u, sx, zu, _ = self._codes(x, 128 if self.spec.a_symmetric else 0, torch.float32)
+        groups = len(self._packed)
         k = u.shape[1] // groups
         out = None
         gemm = fbgemm_linear_split if self._split else fbgemm_linear
         for g, packed in enumerate(self._packed):
             y = gemm(u if groups == 1 else u[:, g * k : (g + 1) * k], packed)
             out = y if out is None else out.add_(y)
-        left = [-zu.expand(m, 1).reshape(m)]
-        return _epilogue(out, sx, left, [self.w_corr], bias).to(x.dtype)
+        return fused.fbgemm_epilogue(out, sx, zu, self.w_corr, _float(bias)).to(x.dtype)
 
     def _int_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """``torch._int_mm`` per group, then one rank-r update for every correction term.
+        """``torch._int_mm`` per group, then the rescale and zero-point corrections.
 
-        ``y = s_x sum_g s_g (q.w_g - z_x colsum_g - z_g (rows_g - k z_x)) + b``: the scaled
-        products take one pass over ``[M, N]`` per group, the zero-point corrections and the
-        bias one ``addmm`` of rank <= 2 groups + 1 (:func:`_epilogue`).
+        ``y = s_x sum_g s_g (q.w_g - z_x colsum_g - z_g (rows_g - k z_x)) + b``: with one
+        group, one fused pass over ``[M, N]`` (:func:`~quantizers.core.fused.int_epilogue`);
+        with several, the scaled products take one pass per group and the corrections and
+        the bias one ``addmm`` of rank <= 2 groups + 1 (:func:`_epilogue`).
         """
         s = self.spec
-        q, sx, zx = quantize_act_int8(x.float(), s.a_bits, s.a_symmetric, self.a_scale, self.a_zero)
-        w = self.int_weight()
-        m, n = q.shape[0], self.out_features
         groups = self.w_scale.shape[-1]
+        shift = 0 if s.a_symmetric else -(2 ** (s.a_bits - 1))
+        q, sx, zx, rows = self._codes(x, shift, torch.int8, groups == 1 and not s.w_symmetric)
+        w = self.int_weight()
+        if groups == 1:
+            return fused.int_epilogue(
+                int_mm(q, w.t()),
+                self.w_scale[:, 0],
+                sx,
+                None if s.a_symmetric else zx,
+                self.w_colsum[:, 0],
+                None if s.w_symmetric else self.w_zero[:, 0],
+                rows,
+                q.shape[1],
+                _float(bias),
+            ).to(x.dtype)
+        m, n = q.shape[0], self.out_features
         k = q.shape[1] // groups
         zx_m = zx.expand(m, 1).reshape(m)
         out, left, right = None, [], []
         for g in range(groups):
             sl = slice(g * k, (g + 1) * k)
-            qg, wg = (q, w) if groups == 1 else (q[:, sl], w[:, sl])
+            qg, wg = q[:, sl], w[:, sl]
             acc = torch.mul(int_mm(qg, wg.t()), self.w_scale[:, g])  # int32 -> float, scaled
             out = acc if out is None else out.add_(acc)
             if not s.a_symmetric:  # sum_k (q - zx) w = q.w - zx * colsum(w)
@@ -261,6 +281,10 @@ class QuantVariant(nn.Module):
         total += n * ((k + 1) // 2 if s.w_bits <= 4 else k)
         n_scales = {"tensor": 1, "channel": n}.get(s.w_granularity, n * (k // s.group_size))
         return total + n_scales * 4 * (1 if s.w_symmetric else 2)
+
+
+def _float(bias: torch.Tensor | None) -> torch.Tensor | None:
+    return None if bias is None else bias.float()
 
 
 def _epilogue(
@@ -307,6 +331,12 @@ class QuantLinear(nn.Module):
         bias = linear.bias
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), False)
         self._warned = False
+        if fused.enabled():  # compile here, not in the first timed generation batch
+            x = torch.zeros(2, self.in_features)
+            with torch.no_grad():
+                for v in variants:
+                    if v.backend in BACKENDS and v.qweight.device.type == "cpu":
+                        v.matmul(x, self.bias)
 
     @property
     def mode(self) -> str:

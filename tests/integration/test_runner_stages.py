@@ -38,7 +38,7 @@ def test_records_carry_stage_timings_and_the_isa(tmp_path):
         assert q.timings[stage] >= 0.0, stage
     assert "capture" not in recs["fp"].timings  # FP is finished before calibration
     assert q.environment["cpu_capability"] and q.environment["cpu_model"]
-    assert q.quantizer["kernel_backend"] == "fake"
+    assert q.quantizer["kernel_backend"] == "fake" and q.quantizer["kernel_fusion"] is None
     assert q.status == "ok" and q.error is None
 
 
@@ -46,7 +46,9 @@ def test_real_kernel_records_name_their_backend(tmp_path):
     recs = _run(
         tmp_path / "a", tmp_path / "cache", "generation.prompts=tiny", "quantizers.0.kernel=real"
     )
-    assert recs["smoothquant-W8A8"].quantizer["kernel_backend"] in ("int_mm", "fbgemm")
+    q = recs["smoothquant-W8A8"].quantizer
+    assert q["kernel_backend"] in ("int_mm", "fbgemm")
+    assert q["kernel_fusion"] == "inductor" or q["kernel_fusion"].startswith("eager (")
 
 
 def test_records_carry_what_the_state_asks_to_record(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from quantizers.core.kernels import int_mm, pack_int4, quantize_act_int8, unpack_int4
+from quantizers.core.fused import token_codes
+from quantizers.core.kernels import int_mm, pack_int4, unpack_int4
 from quantizers.core.observers import EMAObserver, MinMaxObserver, TimeRangeObserver, bucket_of
 from quantizers.core.quantizer import (
     LSQQuantizer,
@@ -142,6 +143,6 @@ def test_int_mm_exact_and_act_codes():
     b = torch.randint(-128, 128, (7, 3), dtype=torch.int8)
     assert torch.equal(int_mm(a, b), a.int() @ b.int())
     x = torch.randn(6, 16)
-    q, s, z = quantize_act_int8(x, 6, symmetric=False)
+    q, s, z, _ = token_codes(x, 6, False, -32, torch.int8)
     assert q.dtype == torch.int8 and q.min() >= -32 and q.max() <= 31
     assert torch.allclose((q.float() - z) * s, fake_quant_act(x, 6), atol=1e-6)
