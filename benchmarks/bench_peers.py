@@ -5,7 +5,8 @@ adapter's planned layers; embedders, timestep and output layers stay fp32):
 
 - ``fp32``;
 - ``vqbench W8A8 real`` (RTN, dynamic per-token activations; the backend chosen for this CPU,
-  named in the output) and ``vqbench W4A8 real``; ``--backends`` adds forced backends;
+  named in the output) and ``vqbench W4A8 real``; ``--backends`` adds forced backends and
+  ``--op-by-op`` both without the fused element-wise loops (``VQBENCH_FUSED=off``);
 - ``torchao int8 dynamic``: ``Int8DynamicActivationInt8WeightConfig`` (if torchao imports);
 - ``torch.ao quantize_dynamic``: fbgemm's dynamic int8 linear (per-tensor activations with
   ``reduce_range``, i.e. 7-bit, so its numerics differ from W8A8 per token).
@@ -25,17 +26,19 @@ against fp32::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from bench_step import latte_width_case, mini_case, one_row  # sibling scripts
 from isa import emulate, isa_line
 from torch import nn
 
+from quantizers.core import fused
 from quantizers.core.backends import ENV
 from vqbench.cpu_alloc import keep_heap_memory
 from vqbench.registry import QUANTIZERS
@@ -75,15 +78,37 @@ def planned(target: QuantTarget) -> set[str]:
     return {n for n, p in plans.items() if p.spec is not None}
 
 
-def vqbench_peer(w_bits: int, backend: str | None) -> Callable[[QuantTarget, dict], str]:
+@contextlib.contextmanager
+def env(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` inside (nothing when ``value`` is None)."""
+    if value is None:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
+def vqbench_peer(
+    w_bits: int, backend: str | None, op_by_op: bool = False
+) -> Callable[[QuantTarget, dict], str]:
+    """vqbench RTN W{w_bits}A8 real; ``op_by_op``: built and run with ``VQBENCH_FUSED=off``."""
+    off = "off" if op_by_op else None
+
     def apply(target: QuantTarget, batch: dict) -> str:
-        if backend:
-            os.environ[ENV] = backend
-        try:
+        with env(ENV, backend), env(fused.ENV, off):
             q = QUANTIZERS.get("rtn").from_spec(w_bits, 8, kernel="real")
             q.quantize(target, q.calibrate(target, one_row_of(batch)))
-        finally:
-            os.environ.pop(ENV, None)
+        if op_by_op:
+            forward = target.forward
+
+            def unfused(b: dict) -> torch.Tensor:
+                with env(fused.ENV, off):
+                    return forward(b)
+
+            target.forward = unfused
         return q.describe()["kernel_backend"]
 
     return apply
@@ -157,6 +182,9 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=["mlp", "mini", "latte"])
     ap.add_argument("--backends", nargs="*", default=[], help="forced vqbench backends to add")
     ap.add_argument("--skip", nargs="*", default=[], help="peers to leave out, e.g. torchao")
+    ap.add_argument(
+        "--op-by-op", action="store_true", help="add vqbench W8A8/W4A8 with VQBENCH_FUSED=off"
+    )
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--emulate", choices=["avx2"], default=None)
@@ -170,6 +198,9 @@ def main() -> None:
     peers["vqbench W4A8 real"] = vqbench_peer(4, None)
     for b in args.backends:
         peers[f"vqbench W8A8 real [{b}]"] = vqbench_peer(8, b)
+    if args.op_by_op:
+        for bits in (8, 4):
+            peers[f"vqbench W{bits}A8 real [op by op]"] = vqbench_peer(bits, None, True)
     try:
         import torchao  # noqa: F401
 

@@ -50,6 +50,11 @@ def enabled() -> bool:
     return want == "auto" and not _failed
 
 
+def active(x: torch.Tensor) -> bool:
+    """Whether calls on ``x`` run compiled (on CPU, fusion on and no compile failure)."""
+    return x.device.type == "cpu" and enabled()
+
+
 def status() -> str:
     """``inductor`` (CPU calls compiled), ``eager (VQBENCH_FUSED=off)`` or ``eager (compile
     failed: ...)``, for records and benchmark lines."""
@@ -81,7 +86,7 @@ def _cpu_compiled(fn: F) -> F:
 
     @functools.wraps(fn)
     def run(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if x.device.type != "cpu" or not enabled():
+        if not active(x):
             return fn(x, *args, **kwargs)
         try:
             if not compiled:
@@ -119,7 +124,8 @@ def token_codes(
         lo, hi = token_range(x)
         scale, zero = qparams_from_range(lo, hi, bits, symmetric)
     qmin, qmax = qrange(bits, symmetric)
-    q = torch.clamp(torch.round(x / scale) + zero, qmin, qmax) + shift
+    q = torch.div(x, scale)  # in place on one buffer: few passes when run op by op
+    q.round_().add_(zero + shift).clamp_(qmin + shift, qmax + shift)
     return q.to(dtype), scale, zero + shift, q.sum(-1) if rowsum else None
 
 

@@ -219,29 +219,34 @@ class QuantVariant(nn.Module):
 
     def _fbgemm_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         u, sx, zu, _ = self._codes(x, 128 if self.spec.a_symmetric else 0, torch.float32)
-        groups = len(self._packed)
+        m, groups = u.shape[0], len(self._packed)
         k = u.shape[1] // groups
         out = None
         gemm = fbgemm_linear_split if self._split else fbgemm_linear
         for g, packed in enumerate(self._packed):
             y = gemm(u if groups == 1 else u[:, g * k : (g + 1) * k], packed)
             out = y if out is None else out.add_(y)
-        return fused.fbgemm_epilogue(out, sx, zu, self.w_corr, _float(bias)).to(x.dtype)
+        if fused.active(out):
+            return fused.fbgemm_epilogue(out, sx, zu, self.w_corr, _float(bias)).to(x.dtype)
+        left = [-zu.expand(m, 1).reshape(m)]
+        return _epilogue(out, sx, left, [self.w_corr], bias).to(x.dtype)
 
     def _int_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``torch._int_mm`` per group, then the rescale and zero-point corrections.
 
         ``y = s_x sum_g s_g (q.w_g - z_x colsum_g - z_g (rows_g - k z_x)) + b``: with one
-        group, one fused pass over ``[M, N]`` (:func:`~quantizers.core.fused.int_epilogue`);
-        with several, the scaled products take one pass per group and the corrections and
-        the bias one ``addmm`` of rank <= 2 groups + 1 (:func:`_epilogue`).
+        group on CPU, one compiled pass over ``[M, N]``
+        (:func:`~quantizers.core.fused.int_epilogue`); otherwise the scaled products take one
+        pass per group and the corrections and the bias one ``addmm`` of rank <= 2 groups + 1
+        (:func:`_epilogue`).
         """
         s = self.spec
         groups = self.w_scale.shape[-1]
+        one = groups == 1 and fused.active(x)
         shift = 0 if s.a_symmetric else -(2 ** (s.a_bits - 1))
-        q, sx, zx, rows = self._codes(x, shift, torch.int8, groups == 1 and not s.w_symmetric)
+        q, sx, zx, rows = self._codes(x, shift, torch.int8, one and not s.w_symmetric)
         w = self.int_weight()
-        if groups == 1:
+        if one:
             return fused.int_epilogue(
                 int_mm(q, w.t()),
                 self.w_scale[:, 0],
@@ -259,7 +264,7 @@ class QuantVariant(nn.Module):
         out, left, right = None, [], []
         for g in range(groups):
             sl = slice(g * k, (g + 1) * k)
-            qg, wg = q[:, sl], w[:, sl]
+            qg, wg = (q, w) if groups == 1 else (q[:, sl], w[:, sl])
             acc = torch.mul(int_mm(qg, wg.t()), self.w_scale[:, g])  # int32 -> float, scaled
             out = acc if out is None else out.add_(acc)
             if not s.a_symmetric:  # sum_k (q - zx) w = q.w - zx * colsum(w)
