@@ -56,12 +56,18 @@ def cpu_backend(capability: str, vnni: bool, amx: bool, fbgemm: bool = True) -> 
     return "fbgemm"
 
 
-def choose_backend(device: torch.device | str) -> str:
-    """The backend real layers on ``device`` use (``VQBENCH_KERNEL_BACKEND`` overrides)."""
-    device = torch.device(device)
+def requested() -> str:
+    """``VQBENCH_KERNEL_BACKEND`` (``auto`` when unset); ``ValueError`` for another value."""
     want = os.environ.get(ENV, "auto") or "auto"
     if want not in ("auto", *BACKENDS):
         raise ValueError(f"{ENV}: {want!r} is not one of auto, {', '.join(BACKENDS)}")
+    return want
+
+
+def choose_backend(device: torch.device | str) -> str:
+    """The backend real layers on ``device`` use (``VQBENCH_KERNEL_BACKEND`` overrides)."""
+    device = torch.device(device)
+    want = requested()
     if device.type != "cpu":
         if want == "fbgemm":
             raise ValueError(f"{ENV}: fbgemm runs on CPU only; unset it for {device.type}")

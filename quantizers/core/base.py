@@ -185,6 +185,11 @@ class BaseQuantizer:
                 raise ValueError(f"{f}: {b} is not one of {BITS}")
         if (w_bits, a_bits) not in cls.supported_bits:
             raise ValueError(f"w_bits/a_bits: {cls.name} does not support W{w_bits}A{a_bits}")
+        if kernel == "real":  # the real mode's switches, checked before any work
+            from quantizers.core import backends, fused
+
+            backends.requested()
+            fused.enabled()
         data = {"w_bits": w_bits, "a_bits": a_bits, "kernel": kernel, **(params or {})}
         return cls(cls.config_cls.from_dict(data))
 

@@ -19,7 +19,9 @@ Modes:
   token (or with a static range) to int8 codes of ``a_bits`` levels, one exact integer GEMM
   per weight group, then the zero-point corrections (row/column sums) and the per-token x
   per-channel rescale. Integer codes equal the fake mode's, so real and fake differ only by
-  float summation order. A 16-bit side runs dequantized in float.
+  float summation order. A 16-bit side runs dequantized in float. On CPU the codes and, with
+  one weight group, the corrections and rescale run as compiled loops
+  (:mod:`quantizers.core.fused`; op by op elsewhere or with ``VQBENCH_FUSED=off``).
 
 The GEMM backend is chosen per device and ISA when the layer is built
 (:func:`~quantizers.core.backends.choose_backend`; ``self.backend``): ``int_mm``

@@ -278,6 +278,18 @@ def test_unwritable_cache_dir_is_refused_before_work(sandbox, capsys, monkeypatc
     assert_clean(sandbox)
 
 
+@pytest.mark.parametrize(
+    ("var", "value"), [("VQBENCH_FUSED", "fast"), ("VQBENCH_KERNEL_BACKEND", "cutlass")]
+)
+def test_bad_real_mode_switch_is_refused_before_work(sandbox, capsys, monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    code, err, _ = invoke(sandbox, sandbox.run("--set", "quantizers.0.kernel=real"), capsys)
+    assert code == 2 and len(err) == 1, err
+    assert f"{var}: {value!r} is not one of" in err[0], err
+    assert_clean(sandbox)
+    assert sorted(p.name for p in sandbox.out.iterdir()) == ["earlier"]
+
+
 def test_validate_lists_every_problem(sandbox, capsys):
     argv = _run("generation.guidance=.nan", "generation.fps=0", "quantizers.0.tag=../x")(sandbox)
     code, err, _ = invoke(sandbox, ["validate", *argv[1:]], capsys)
