@@ -139,17 +139,21 @@ def torch_ao_peer(target: QuantTarget, batch: dict) -> str:
 
 
 def run_case(make: Case, peers: dict[str, Callable | None], iters: int, budget: float) -> list:
-    """One row per peer: seconds, calls timed, speed-up over fp32, error vs fp32, backend.
+    """One row per peer: seconds, calls timed, speed-up over fp32, error vs fp32, backend,
+    and the seconds quantizing took (``build_s``: vqbench's first real peer of a process
+    includes compiling the fused loops).
 
     Every peer is built and warmed up first; then the timed calls go round-robin over the
     peers, so a load change on a shared machine hits all of them alike, and each peer's
     fastest call is kept. A peer whose warm-up took over ``budget`` seconds is reported
     from its warm-up alone.
     """
-    built, rows = {}, []
+    built, rows, builds = {}, [], {}
     for name, apply in peers.items():
         target, batch = make()
+        t0 = time.perf_counter()
         backend = "fp32" if apply is None else apply(target, batch)
+        builds[name] = time.perf_counter() - t0
         with torch.no_grad():
             t0 = time.perf_counter()
             out = target.forward(batch).float()
@@ -170,7 +174,7 @@ def run_case(make: Case, peers: dict[str, Callable | None], iters: int, budget: 
         sec = min(times)
         rows.append(dict(peer=name, s=round(sec, 4), calls=len(times),
                          speedup=round(base / sec, 2), rel_err_vs_fp32=round(err, 4),
-                         backend=backend))  # fmt: skip
+                         backend=backend, build_s=round(builds[name], 2)))  # fmt: skip
         print("  " + json.dumps(rows[-1]), flush=True)
     return rows
 
