@@ -2,9 +2,9 @@
 
 Op by op, the steps around an int8 GEMM each make a pass over a whole activation or output
 tensor: per-token ranges (two reductions), codes (divide, round, shift, clamp, cast), then
-the int32 sums' rescale and zero-point corrections. On the mini model's 192-wide layers
-those passes took twice as long as the GEMM; at Latte width up to 60% of the layer
-(``benchmarks/bench_peers.py``, README). Here they are plain tensor functions:
+the int32 sums' rescale and zero-point corrections. At Latte width that work made a real
+W8A8 step 1.97x faster than fp32 op by op and 2.69x fused (``benchmarks/bench_peers.py
+--op-by-op``, AVX512; README). Here they are plain tensor functions:
 
 - :func:`token_codes`: ``clamp(round(x / s) + z, qmin, qmax) + shift`` with the per-token
   (or static) scale and zero point, and optionally the codes' row sums;
@@ -19,7 +19,9 @@ codes equal the op-by-op ones exactly and NaN propagates as it does op by op; th
 sums the same terms in another order (about 1e-7 relative). Other devices, and
 ``VQBENCH_FUSED=off``, run the same functions op by op. A compile that fails (no C++
 compiler, an unsupported build) logs one warning and the process goes on op by op;
-:func:`status` says which path ran, and run records carry it (``kernel_fusion``).
+:func:`status` says which path ran, and run records carry it (``kernel_fusion``). Each
+distinct combination of the non-tensor arguments (and of None) is one compiled variant; past
+dynamo's ``recompile_limit`` (8) further variants run op by op, which dynamo logs.
 """
 
 from __future__ import annotations
@@ -72,9 +74,13 @@ def isolate_inductor_cache() -> str:
     ``TORCHINDUCTOR_CACHE_DIR`` (default ``<tmp>/torchinductor_<user>``); idempotent.
     """
     sub = "isa-" + torch.backends.cpu.get_cpu_capability().lower()
-    base = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
-        tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}"
-    )
+    base = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not base:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (some containers)
+            user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+        base = os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")
     path = base if os.path.basename(os.path.normpath(base)) == sub else os.path.join(base, sub)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
     return path
