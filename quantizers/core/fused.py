@@ -157,7 +157,7 @@ def int_epilogue(
     y = acc * ws
     if zx is not None:
         y = y - zx * (ws * colsum)
-    if w_zero is not None and rowsum is not None:
+    if w_zero is not None:  # rowsum is required then: None fails here, never skips the term
         r = rowsum.unsqueeze(-1)
         y = y + (-r if zx is None else k * zx - r) * (ws * w_zero)
     y = y * sx
